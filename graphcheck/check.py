@@ -1,0 +1,85 @@
+"""Running graphcheck on one model: load, trace, run the selected rules, filter, time.
+
+This is the Python API behind the command line::
+
+    import graphcheck
+    result = graphcheck.check(model, inputs=(torch.randn(2, 8),))
+    assert not result.findings, result.findings
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+import traceback
+from typing import Callable, Iterable
+
+import torch
+
+from graphcheck.errors import GraphcheckError
+from graphcheck.loader import load_loss, load_target
+from graphcheck.registry import parse_codes, selected_rules
+from graphcheck.report import TargetResult
+from graphcheck.trace import FRONTENDS, build_graph
+
+
+def check(model: torch.nn.Module | str, inputs: Iterable | None = None, *, loss: Callable | str | None = None,
+          select: Iterable[str] | str | None = None, ignore: Iterable[str] | str | None = None,
+          mode: str = "train", ignore_parameters: Iterable[str] = (), rule_options: dict | None = None,
+          frontends: Iterable[str] = FRONTENDS, name: str | None = None) -> TargetResult:
+    """Analyse one model (an ``nn.Module`` or a TARGET string) and return its result.
+
+    Errors in the input (a target that cannot be loaded, a model no frontend can trace,
+    a bad loss) do not raise: the result has ``status == "error"`` and ``error`` says why.
+    """
+    label = name or (model if isinstance(model, str) else type(model).__name__)
+    result = TargetResult(target=label, mode=mode)
+    started = time.perf_counter()
+    try:
+        if isinstance(model, str):
+            loaded = load_target(model)
+            model, target_inputs = loaded.model, loaded.inputs
+            inputs = tuple(inputs) if inputs else target_inputs
+        inputs = tuple(inputs or ())
+        if isinstance(loss, str):
+            loss = load_loss(loss)
+        result.timings["build"] = time.perf_counter() - started
+        traced_at = time.perf_counter()
+        graph = build_graph(model, inputs, loss, mode=mode, frontends=frontends, target=label)
+        result.timings["trace"] = time.perf_counter() - traced_at
+        result.graph, result.frontend, result.device = graph, graph.frontend, graph.device
+        result.parameters = graph.counts()
+        result.notes.extend(graph.notes)
+        rules_at = time.perf_counter()
+        findings = []
+        for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options):
+            if rule.needs_weights and not graph.has_weights:
+                result.notes.append(f"{rule.code} {rule.name} skipped: the model is on the meta device")
+                continue
+            findings.extend(rule.check(graph))
+        result.findings = _without_ignored_parameters(findings, ignore_parameters)
+        result.findings.sort(key=lambda f: (f.location.file if f.location else "", f.location.line if f.location else 0, f.code))
+        result.timings["rules"] = time.perf_counter() - rules_at
+    except GraphcheckError as exc:
+        result.status, result.error, result.detail = "error", exc.message, exc.detail or traceback.format_exc()
+    except Exception as exc:  # graphcheck's own bug: still a clear message, never a bare traceback
+        result.status = "error"
+        result.error = (f"graphcheck failed with an internal error ({type(exc).__name__}: {exc}). "
+                        "Please report it with the output of --debug.")
+        result.detail = traceback.format_exc()
+    return result
+
+
+def _without_ignored_parameters(findings, patterns):
+    patterns = list(patterns or ())
+    if not patterns:
+        return findings
+    kept = []
+    for finding in findings:
+        if finding.parameters:
+            remaining = [p for p in finding.parameters if not any(fnmatch.fnmatchcase(p, pat) for pat in patterns)]
+            if not remaining:
+                continue
+            finding.parameters = remaining
+        kept.append(finding)
+    return kept

@@ -1,0 +1,65 @@
+"""The report: results per target, and the one object that decides the exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from graphcheck.finding import Finding, Severity
+
+if TYPE_CHECKING:
+    from graphcheck.model_graph import ModelGraph
+
+
+@dataclass
+class TargetResult:
+    target: str
+    status: str = "ok"                  # "ok" or "error"
+    error: str | None = None
+    frontend: str | None = None
+    mode: str = "train"
+    device: str | None = None
+    parameters: dict = field(default_factory=lambda: {"total": 0, "trainable": 0, "frozen": 0})
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    graph: "ModelGraph | None" = None
+    detail: str | None = None           # traceback of an error, shown with --debug
+
+    def to_dict(self) -> dict:
+        data = {
+            "target": self.target,
+            "status": self.status,
+        }
+        if self.status == "error":
+            data["error"] = self.error
+        data.update({
+            "frontend": self.frontend,
+            "mode": self.mode,
+            "parameters": dict(self.parameters),
+            "findings": [f.to_dict() for f in self.findings],
+        })
+        return data
+
+    def parameters_without_gradient(self) -> set[str]:
+        """Union of the GC1xx findings' parameters: what autograd will leave without gradient."""
+        return {p for f in self.findings if f.code.startswith("GC1") for p in f.parameters}
+
+
+@dataclass
+class Report:
+    results: list[TargetResult] = field(default_factory=list)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for r in self.results for f in r.findings]
+
+    def exit_code(self, fail_on: str = "error", exit_zero: bool = False) -> int:
+        if any(r.status == "error" for r in self.results):
+            return 2
+        threshold = Severity(fail_on).rank
+        failing = any(f.severity.rank >= threshold for f in self.findings)
+        return 1 if failing and not exit_zero else 0
+
+    def to_dict(self) -> dict:
+        return {"version": 1, "targets": [r.to_dict() for r in self.results]}

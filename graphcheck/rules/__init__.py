@@ -1,0 +1,3 @@
+"""Rule families; importing this package registers every built-in rule."""
+
+from graphcheck.rules import params  # noqa: F401  GC1xx

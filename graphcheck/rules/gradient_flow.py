@@ -1,0 +1,270 @@
+"""Gradient-flow analysis shared by the GC1xx rules: which parameters reach the loss, and how.
+
+The analysis is settled once for the whole graph (like pyflakes' "unused" facts, after the
+walk), then each GC1xx rule reports its own category of verdicts.
+
+Verdicts per trainable parameter:
+
+``unused``    forward never reads it
+``dead``      it is read, but nothing it feeds reaches the loss
+``detached``  a value path to the loss exists, but every one is cut for autograd
+``zero``      autograd reaches it, but only through ops whose derivative is identically
+              zero (round, sign, multiplication by a zero constant or by a zero weight that
+              itself never gets a gradient)
+``ok``        it gets a gradient
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from graphcheck.finding import Location
+from graphcheck.model_graph import LOSS, ModelGraph
+from graphcheck.trace import ZERO_DERIVATIVE_OPS
+
+# Ops whose output is zero wherever their (first) input is zero.
+_ZERO_PRESERVING = frozenset({
+    "relu", "relu_", "relu6", "leaky_relu", "gelu", "silu", "tanh", "hardtanh", "elu", "selu",
+    "celu", "mish", "hardswish", "softshrink", "hardshrink", "dropout", "dropout_", "alpha_dropout",
+    "feature_alpha_dropout", "ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Tanh", "Hardtanh",
+    "ELU", "SELU", "Mish", "Hardswish", "Dropout", "Dropout1d", "Dropout2d", "Identity",
+    "view", "reshape", "_unsafe_view", "flatten", "unflatten", "permute", "transpose", "t",
+    "squeeze", "unsqueeze", "expand", "expand_as", "view_as", "reshape_as", "contiguous",
+    "clone", "getitem", "__getitem__", "select", "slice", "narrow", "to", "float", "half",
+    "double", "bfloat16", "type_as", "neg", "__neg__", "sum", "mean", "max_pool1d", "max_pool2d",
+    "avg_pool1d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_avg_pool1d", "MaxPool2d",
+    "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "chunk", "split", "split_with_sizes",
+    "set_grad_enabled_region", "alias", "lift_fresh_copy", "_to_copy",
+})
+_ZERO_CREATORS = frozenset({"zeros", "zeros_like", "new_zeros", "zero_"})
+_MULTIPLY = frozenset({"mul", "mul_", "__mul__", "__rmul__", "multiply", "matmul", "__matmul__",
+                       "mm", "bmm", "einsum", "outer", "dot", "mv", "baddbmm_", "addmm"})
+_SUM_LIKE = frozenset({"add", "add_", "__add__", "__radd__", "sub", "__sub__", "__rsub__", "cat",
+                       "concat", "stack", "__iadd__"})
+_AFFINE_FUNCTIONS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution",
+                               "conv_transpose1d", "conv_transpose2d"})
+_AFFINE_MODULES = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
+                             "ConvTranspose2d", "Bilinear", "LazyLinear"})
+_DETACHING = {"detach": "`.detach()`", "detach_": "`.detach_()`", "data": "`.data`",
+              "item": "`.item()`", "tolist": "`.tolist()`", "numpy": "`.numpy()`"}
+
+
+@dataclass
+class Verdict:
+    param: str
+    kind: str                               # unused | dead | detached | zero | ok
+    cause: str | None = None                # graph node that explains the verdict
+    path: list[str] = field(default_factory=list)
+    reason: str = ""
+    location: Location | None = None
+
+
+def _is_zero_literal(data: dict) -> bool:
+    return any(s == 0 for s in data.get("scalars") or [])
+
+
+class _ZeroValues:
+    """Which nodes are identically zero, given the set of zero parameters assumed to stay zero."""
+
+    def __init__(self, mg: ModelGraph, zero_params: set[str]):
+        self.mg = mg
+        graph = mg.graph
+        self.zero: set[str] = {mg.parameters[p].node for p in zero_params}
+        for node in nx.topological_sort(graph) if nx.is_directed_acyclic_graph(graph) else graph:
+            data = graph.nodes[node]
+            if data.get("kind") != "op" or not data.get("tensor"):
+                continue
+            if self._is_zero(node, data):
+                self.zero.add(node)
+
+    def _is_zero(self, node: str, data: dict) -> bool:
+        target = data.get("target", "")
+        args = data.get("args") or []
+        zero_args = [a in self.zero for a in args]
+        if target in _ZERO_CREATORS:
+            return True
+        if target in ("full", "full_like", "new_full", "fill_") and data.get("scalars") in ([0], [0.0]):
+            return True
+        if target in _MULTIPLY:
+            return any(zero_args) or (target.startswith(("mul", "__mul", "__rmul")) and _is_zero_literal(data))
+        if target in _SUM_LIKE:
+            return bool(args) and all(zero_args) and not any(s != 0 for s in data.get("scalars") or [] if target.startswith(("add", "__add", "__radd", "sub")))
+        if target in _AFFINE_FUNCTIONS or (data.get("module_call") and target in _AFFINE_MODULES):
+            x, weight, bias = (args + [None, None, None])[:3]
+            product_zero = (x in self.zero) or (weight in self.zero)
+            return product_zero and (bias is None or bias in self.zero)
+        if target in _ZERO_PRESERVING:
+            return bool(args) and args[0] in self.zero
+        return False
+
+    def gradient_is_zero(self, source: str, node: str) -> bool:
+        """Whether the gradient flowing from ``node`` back to its input ``source`` is zero."""
+        data = self.mg.graph.nodes[node]
+        target = data.get("target", "")
+        args = data.get("args") or []
+        if target in ZERO_DERIVATIVE_OPS:
+            return True
+        if target in _MULTIPLY:
+            others = [a for a in args if a != source]
+            if target.startswith(("mul", "__mul", "__rmul")) and _is_zero_literal(data):
+                return True
+            return any(a in self.zero for a in others)
+        if target in _AFFINE_FUNCTIONS or (data.get("module_call") and target in _AFFINE_MODULES):
+            x, weight = (args + [None, None])[:2]
+            if source == x:
+                return weight in self.zero
+            if source == weight:
+                return x in self.zero
+        return False
+
+
+def _zero_valued_params(mg: ModelGraph) -> set[str]:
+    """Trainable parameters whose initial values are all zero (needs real weights)."""
+    if mg.model is None or not mg.has_weights:
+        return set()
+    named = dict(mg.model.named_parameters())
+    zero = set()
+    for name, info in mg.parameters.items():
+        tensor = named.get(name)
+        if info.requires_grad and tensor is not None and not tensor.is_meta and tensor.numel() \
+                and not bool(tensor.detach().any()):
+            zero.add(name)
+    return zero
+
+
+def _nonzero_grad_view(mg: ModelGraph, values: _ZeroValues) -> nx.DiGraph:
+    graph = mg.graph
+    return nx.subgraph_view(graph, filter_edge=lambda u, v: graph.edges[u, v].get("grad", False)
+                            and not values.gradient_is_zero(u, v))
+
+
+def analyse(mg: ModelGraph) -> dict[str, Verdict]:
+    return mg.cached("gradient_flow", lambda: _analyse(mg))
+
+
+def _analyse(mg: ModelGraph) -> dict[str, Verdict]:
+    graph = mg.graph
+    grad_view = mg.grad_view()
+    data_view = mg.data_view()
+
+    # Greatest fixpoint: zero weights stay zero unless their own gradient is non-zero.
+    staying_zero = _zero_valued_params(mg)
+    while True:
+        values = _ZeroValues(mg, staying_zero)
+        nonzero = _nonzero_grad_view(mg, values)
+        reaches = nx.ancestors(nonzero, LOSS) if LOSS in graph else set()
+        woken = {p for p in staying_zero if mg.parameters[p].node in reaches}
+        if not woken:
+            break
+        staying_zero -= woken
+
+    grad_reaches = nx.ancestors(grad_view, LOSS) if LOSS in graph else set()
+    data_reaches = nx.ancestors(data_view, LOSS) if LOSS in graph else set()
+
+    verdicts: dict[str, Verdict] = {}
+    for info in mg.trainable():
+        node = info.node
+        if node not in graph or graph.out_degree(node) == 0:
+            verdicts[info.name] = Verdict(info.name, "unused", cause=None, location=info.location,
+                                          reason="never read in forward")
+        elif node in reaches:
+            verdicts[info.name] = Verdict(info.name, "ok")
+        elif node in grad_reaches:
+            verdicts[info.name] = _zero_verdict(mg, info.name, node, grad_view, values, staying_zero)
+        elif node in data_reaches:
+            verdicts[info.name] = _detached_verdict(mg, info.name, node, data_view, grad_view)
+        else:
+            verdicts[info.name] = _dead_verdict(mg, info.name, node, data_view)
+    return verdicts
+
+
+def _zero_verdict(mg, name, node, grad_view, values: _ZeroValues, staying_zero) -> Verdict:
+    path = nx.shortest_path(grad_view, node, LOSS)
+    for u, v in zip(path, path[1:]):
+        if values.gradient_is_zero(u, v):
+            data = mg.graph.nodes[v]
+            target = data.get("target", "")
+            if target in ZERO_DERIVATIVE_OPS:
+                reason = f"`{target}` has a zero derivative almost everywhere"
+            else:
+                zero_operands = [a for a in data.get("args") or [] if a != u and a in values.zero]
+                zero_params = [mg.graph.nodes[a].get("param") for a in zero_operands
+                               if mg.graph.nodes[a].get("kind") == "parameter"]
+                if zero_params:
+                    reason = (f"`{mg.describe(v)}` multiplies by {', '.join(zero_params)}, which is all "
+                              "zeros and never receives a gradient itself, so it stays zero")
+                elif zero_operands:
+                    reason = f"`{mg.describe(v)}` multiplies by a tensor that is identically zero"
+                else:
+                    reason = f"`{mg.describe(v)}` multiplies by the constant 0"
+            return Verdict(name, "zero", cause=v, path=path, reason=reason,
+                           location=_nearest_location(mg, path, path.index(v)))
+    return Verdict(name, "zero", cause=path[-1], path=path,
+                   reason="the gradient reaching it is identically zero")
+
+
+def _detached_verdict(mg, name, node, data_view, grad_view) -> Verdict:
+    path = nx.shortest_path(data_view, node, LOSS)
+    graph = mg.graph
+    for u, v in zip(path, path[1:]):
+        if not graph.edges[u, v].get("grad", False):
+            data = graph.nodes[v]
+            target = data.get("target", "")
+            op = f"`{mg.describe(v)}`"
+            if not data.get("grad_enabled", True) or data.get("region_grad_enabled") is False:
+                reason = (f"{op} runs with gradients disabled (`torch.no_grad()`, "
+                          "`set_grad_enabled(False)` or `inference_mode()` in forward)")
+            elif target in _DETACHING:
+                reason = f"{_DETACHING[target]} cuts the autograd graph"
+            elif data.get("tensor") and not data.get("floating", True):
+                reason = f"{op} returns {data.get('dtype')}, which carries no gradient"
+            elif not data.get("tensor"):
+                reason = f"{op} turns the tensor into a Python value, which carries no gradient"
+            else:
+                reason = f"{op} does not differentiate with respect to this input"
+            return Verdict(name, "detached", cause=v, path=path, reason=reason,
+                           location=_nearest_location(mg, path, path.index(v)))
+    return Verdict(name, "detached", cause=path[-1], path=path, reason="the gradient path is cut")
+
+
+def _dead_verdict(mg, name, node, data_view) -> Verdict:
+    graph = mg.graph
+    downstream = nx.descendants(data_view, node)
+    sinks = [n for n in downstream if data_view.out_degree(n) == 0] or [node]
+    # The furthest point the value reaches, preferring a model output the loss ignores.
+    outputs = [s for s in sinks if graph.nodes[s].get("kind") == "output"]
+    sink = sorted(outputs or sinks)[0]
+    path = nx.shortest_path(data_view, node, sink) if sink != node else [node]
+    if graph.nodes[sink].get("kind") == "output":
+        reason = f"it only feeds `{graph.nodes[sink]['target']}`, an output the loss does not use"
+        anchor = path[-2] if len(path) > 1 else path[-1]
+    else:
+        reason = f"its result (`{mg.describe(sink)}`) is computed and never used"
+        anchor = sink
+    return Verdict(name, "dead", cause=anchor, path=path, reason=reason,
+                   location=_nearest_location(mg, path, path.index(anchor)))
+
+
+def _nearest_location(mg: ModelGraph, path: list[str], index: int) -> Location | None:
+    """Source line of path[index], or of the closest op before it that has one."""
+    for position in range(index, -1, -1):
+        location = mg.graph.nodes[path[position]].get("location")
+        if location is not None:
+            return location
+    for position in range(index + 1, len(path)):
+        location = mg.graph.nodes[path[position]].get("location")
+        if location is not None:
+            return location
+    return None
+
+
+def readable_path(mg: ModelGraph, path: list[str]) -> list[str]:
+    """Node names along a path, with consecutive repeats (ops of one module call) merged."""
+    names: list[str] = []
+    for node in path:
+        name = mg.describe(node)
+        if not names or names[-1] != name:
+            names.append(name)
+    return names

@@ -1,0 +1,201 @@
+"""GC1xx: parameters that get no gradient (unused, dead branch, detached, zero derivative)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable
+
+from graphcheck.finding import Finding, Severity
+from graphcheck.model_graph import ModelGraph
+from graphcheck.registry import Rule, register
+from graphcheck.rules.gradient_flow import Verdict, analyse, readable_path
+
+
+def _names(params: list[str], limit: int = 6) -> str:
+    shown = ", ".join(params[:limit])
+    return shown + (f" and {len(params) - limit} more" if len(params) > limit else "")
+
+
+class _GradientRule(Rule):
+    """Reports the parameters of one verdict kind, one finding per cause."""
+
+    verdict: str
+    severity = Severity.ERROR
+
+    def check(self, graph: ModelGraph) -> Iterable[Finding]:
+        groups: dict[tuple, list[Verdict]] = defaultdict(list)
+        for verdict in analyse(graph).values():
+            if verdict.kind == self.verdict:
+                groups[self.group_key(graph, verdict)].append(verdict)
+        for verdicts in groups.values():
+            params = [v.param for v in verdicts]
+            first = verdicts[0]
+            nodes = sorted({graph.parameters[p].node for p in params} | set(first.path))
+            yield self.finding(self.message(graph, first, params), parameters=params,
+                               path=readable_path(graph, first.path), location=first.location,
+                               nodes=nodes)
+
+    def group_key(self, graph: ModelGraph, verdict: Verdict) -> tuple:
+        return (verdict.cause, verdict.reason)
+
+    def message(self, graph: ModelGraph, verdict: Verdict, params: list[str]) -> str:
+        raise NotImplementedError
+
+
+@register
+class UnusedParameter(_GradientRule):
+    """Parameters that forward never reads.
+
+    ## What it does
+    Finds trainable parameters that the traced forward pass never touches: a layer
+    built in `__init__` but never called, a branch only taken in another mode, a
+    parameter left over from refactoring.
+
+    ## Why is this bad?
+    They get no gradient (`.grad` stays `None`), so they never train, the optimizer
+    state for them is wasted, and DistributedDataParallel stops with "Expected to have
+    finished reduction in the prior iteration ... parameters that were not used in
+    producing loss".
+
+    ## Example
+    ```python
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 2)   # never called
+
+        def forward(self, x):
+            return self.body(x)
+    ```
+
+    ## Use instead
+    Call the layer, delete it, or freeze it on purpose (`requires_grad_(False)`),
+    or list it under `ignore-parameters` in `[tool.graphcheck]`.
+    """
+
+    code = "GC101"
+    name = "unused-parameter"
+    verdict = "unused"
+
+    def group_key(self, graph, verdict):
+        return (graph.parameters[verdict.param].module,)
+
+    def message(self, graph, verdict, params):
+        module = graph.parameters[params[0]].module
+        owner = f"`{module}`" if module else "the model"
+        return (f"{owner} is never used in forward, so {_names(params)} "
+                f"{'gets' if len(params) == 1 else 'get'} no gradient")
+
+
+@register
+class DeadBranchParameter(_GradientRule):
+    """Parameters whose result never reaches the loss.
+
+    ## What it does
+    Finds trainable parameters that forward does read, but whose every result is
+    thrown away before the loss: an auxiliary head whose output the loss ignores, a
+    pooler when the loss uses only the sequence output, a value computed and never used.
+
+    ## Why is this bad?
+    The computation costs time and memory and the parameters never train. Under
+    DistributedDataParallel it is the classic "parameters that were not used in
+    producing loss" error, which names indices, not the branch.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        h = self.encoder(x)
+        aux = self.aux_head(h)        # returned, but the loss uses out[0] only
+        return self.head(h), aux
+    ```
+
+    ## Use instead
+    Add the branch to the loss (`loss = main + 0.4 * aux`), stop computing it, or pass
+    the loss you really train with (`--loss`) so graphcheck sees the same thing.
+    """
+
+    code = "GC102"
+    name = "dead-branch-parameter"
+    verdict = "dead"
+
+    def message(self, graph, verdict, params):
+        return f"{_names(params)}: {verdict.reason}, so {'it gets' if len(params) == 1 else 'they get'} no gradient"
+
+
+@register
+class DetachedParameter(_GradientRule):
+    """Parameters cut from the loss on every path.
+
+    ## What it does
+    Finds trainable parameters whose values do reach the loss, but only through an op
+    that autograd does not differentiate: `.detach()`, `.data`, a `torch.no_grad()` /
+    `set_grad_enabled(False)` / `inference_mode()` block inside forward, `.item()` or
+    `.tolist()`, or a non-differentiable op such as `argmax`, `topk` indices, a
+    comparison, an integer or bool cast, `nonzero`. The finding names the op that cuts
+    and its source line.
+
+    ## Why is this bad?
+    The parameters look used (DDP even counts them as used when `find_unused_parameters`
+    is off) but their `.grad` stays `None`: they never train.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        with torch.no_grad():
+            h = self.backbone(x)      # backbone never trains
+        return self.head(h)
+    ```
+
+    ## Use instead
+    Remove the cut, or freeze the parameters explicitly (`requires_grad_(False)`) so the
+    intent is visible. For a hard choice use a straight-through estimator or
+    `gumbel_softmax` instead of `argmax`.
+    """
+
+    code = "GC103"
+    name = "detached-parameter"
+    verdict = "detached"
+
+    def message(self, graph, verdict, params):
+        subject = "they get" if len(params) > 1 else "it gets"
+        return (f"{verdict.reason}; this cuts every path from {_names(params)} to the loss, "
+                f"so {subject} no gradient")
+
+
+@register
+class ZeroGradientParameter(_GradientRule):
+    """Parameters whose gradient is identically zero.
+
+    ## What it does
+    Finds trainable parameters that autograd does reach, but only through ops whose
+    derivative is zero: `round`, `floor`, `ceil`, `trunc`, `sign`; a multiplication by
+    a constant zero; or a weight that is all zeros and never gets a gradient itself
+    (two consecutive zero-initialised layers). A zero-initialised *last* layer of a
+    residual branch is not reported: its own gradient is non-zero, so it wakes up after
+    one optimizer step.
+
+    ## Why is this bad?
+    The `.grad` exists, so nothing complains, but it is all zeros at every step: the
+    parameters never move.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        w = torch.round(self.weight * 127) / 127   # fake quantisation, no STE
+        return x @ w.t()
+    ```
+
+    ## Use instead
+    Use a straight-through estimator (`w + (torch.round(w) - w).detach()`), initialise
+    at most the last layer of a branch to zero, and do not multiply by constant zeros.
+    """
+
+    code = "GC104"
+    name = "zero-gradient-parameter"
+    verdict = "zero"
+
+    def message(self, graph, verdict, params):
+        subject = _names(params)
+        return (f"{verdict.reason}; every gradient path from {subject} passes through it, "
+                f"so {'its gradient is' if len(params) == 1 else 'their gradients are'} identically zero")
