@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 
 
@@ -21,8 +22,16 @@ class Location:
     file: str
     line: int
 
+    def display_file(self) -> str:
+        """The file relative to the working directory when it lies inside it, else absolute."""
+        try:
+            relative = os.path.relpath(self.file)
+        except ValueError:   # another drive on Windows
+            return self.file
+        return self.file if relative.startswith("..") else relative
+
     def to_dict(self) -> dict:
-        return {"file": self.file, "line": self.line}
+        return {"file": self.display_file(), "line": self.line}
 
 
 @dataclass

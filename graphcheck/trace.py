@@ -495,6 +495,8 @@ class _GraphInterpreter(fx.Interpreter):
             extra["module_call"] = True
         else:
             target = op_name(node.target)
+            if node.target is getattr and len(node.args) > 1:   # x.data, x.T
+                target = str(node.args[1])
             if node.target is _set_grad_enabled:
                 target = "set_grad_enabled"
         extra["scalars"] = _scalar_args(node)

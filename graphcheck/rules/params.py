@@ -83,8 +83,10 @@ class UnusedParameter(_GradientRule):
 
     def message(self, graph, verdict, params):
         module = graph.parameters[params[0]].module
-        owner = f"`{module}`" if module else "the model"
-        return (f"{owner} is never used in forward, so {_names(params)} "
+        if not module:
+            return f"{_names(params)} {'is' if len(params) == 1 else 'are'} never read in forward, so " \
+                   f"{'it gets' if len(params) == 1 else 'they get'} no gradient"
+        return (f"`{module}` is never used in forward, so {_names(params)} "
                 f"{'gets' if len(params) == 1 else 'get'} no gradient")
 
 

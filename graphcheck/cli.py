@@ -1,0 +1,189 @@
+"""The command line: `graphcheck TARGET...` (check) and `graphcheck rule CODE` (documentation)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from click.core import ParameterSource
+
+from graphcheck.check import check
+from graphcheck.config import load_config
+from graphcheck.errors import GraphcheckError
+from graphcheck.loader import parse_input_shapes
+from graphcheck.registry import all_rules, find_rule, parse_codes
+from graphcheck.report import Report
+from graphcheck.reporters import FORMATS, render
+from graphcheck.trace import FRONTENDS
+
+
+class _DefaultToCheck(click.Group):
+    """`graphcheck TARGET` means `graphcheck check TARGET`; `graphcheck rule ...` is the other command."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["check", *args]
+        elif not args:
+            args = ["check"]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultToCheck, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="graphcheck")
+def cli() -> None:
+    """graphcheck: find the parts of a PyTorch model that will get no gradient, before training.
+
+    \b
+    graphcheck model.py:build_model         lint a model (TARGET is file.py:factory,
+                                            file.py, or package.module:factory)
+    graphcheck rule GC103                   print a rule's documentation
+    """
+
+
+def _fail(message: str) -> None:
+    click.echo(f"graphcheck: error: {message}", err=True)
+    sys.exit(2)
+
+
+@cli.command("check", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("targets", nargs=-1, metavar="TARGET [TARGET ...]")
+@click.option("--loss", metavar="LOSS", help="Callable loss(output) -> scalar tensor (file.py:fn or module:fn). "
+              "Default: every floating-point output counts, as DistributedDataParallel assumes.")
+@click.option("--input-shape", "input_shape", multiple=True, metavar="1,3,224,224",
+              help="Shape of one positional input (float32 randn); repeat for several inputs.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
+@click.option("--render", "render_path", type=click.Path(dir_okay=False),
+              help="Draw the flagged paths; format from the suffix (.svg .png .pdf .dot).")
+@click.option("--render-depth", type=click.IntRange(0), default=2, show_default=True,
+              help="How deep the module hierarchy is expanded in the drawing.")
+@click.option("--render-all", is_flag=True, help="Draw the whole graph (collapsed to --render-depth), not only the flagged paths.")
+@click.option("--select", metavar="CODES", help="Rule code prefixes to enable, comma separated (default: all).")
+@click.option("--ignore", metavar="CODES", help="Rule code prefixes to disable; the longest matching prefix wins.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default="error", show_default=True,
+              help="Lowest severity that makes the exit code 1.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (errors still exit 2).")
+@click.option("--eval", "eval_mode", is_flag=True, help="Analyse the model in eval mode (default: train mode).")
+@click.option("--frontend", type=click.Choice(FRONTENDS), multiple=True,
+              help="Use only this tracer (repeatable); default: fx, then export, then a recorded forward pass.")
+@click.option("--verify", is_flag=True, help="Cross-check the GC1xx verdict with a real forward + backward pass.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read options from this TOML file.")
+@click.option("--no-config", is_flag=True, help="Ignore pyproject.toml.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and which frontends were tried.")
+@click.pass_context
+def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, render_depth, render_all,
+                  select, ignore, fail_on, exit_zero, eval_mode, frontend, verify, config_path, no_config, debug):
+    """Lint TARGET models: report parameters that get no gradient, and why."""
+    try:
+        config = load_config(config_path, search=not no_config)
+    except GraphcheckError as exc:
+        _fail(exc.message)
+    for warning in config.warnings:
+        click.echo(f"graphcheck: warning: {warning}", err=True)
+
+    def option(name, value, key):
+        """Command line beats configuration, configuration beats the default."""
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            return value
+        return config.values.get(key, value)
+
+    select = option("select", select, "select")
+    ignore = option("ignore", ignore, "ignore")
+    fail_on = option("fail_on", fail_on, "fail-on")
+    fmt = option("fmt", fmt, "format")
+    exit_zero = option("exit_zero", exit_zero, "exit-zero")
+    eval_mode = option("eval_mode", eval_mode, "eval")
+    loss = option("loss", loss, "loss")
+    input_shape = option("input_shape", input_shape, "input-shape")
+    render_depth = option("render_depth", render_depth, "render-depth")
+    if fmt not in FORMATS:
+        _fail(f"unknown format {fmt!r} in the configuration; choose from {', '.join(FORMATS)}.")
+    if not targets:
+        _fail("no TARGET given. Usage: graphcheck path/to/model.py:build_model "
+              "(see `graphcheck --help`).")
+    known = {r.name for r in all_rules()} | {r.code for r in all_rules()}
+    for name in config.rules:
+        if name not in known:
+            click.echo(f"graphcheck: warning: {config.path}: [tool.graphcheck.rules.{name}] names no rule (ignored)", err=True)
+    try:
+        inputs = parse_input_shapes(input_shape or ())
+        codes = [c for c in parse_codes(select) + parse_codes(ignore) if c != "ALL"]
+        rule_codes = [r.code for r in all_rules()]
+        for code in codes:
+            if not any(rc.startswith(code) for rc in rule_codes):
+                raise GraphcheckError(f"{code!r} in --select/--ignore matches no rule; codes look like GC1, GC103.")
+    except GraphcheckError as exc:
+        _fail(exc.message)
+
+    report = Report()
+    for target in targets:
+        result = check(target, inputs or None, loss=loss, select=select, ignore=ignore,
+                       mode="eval" if eval_mode else "train",
+                       ignore_parameters=config.values.get("ignore-parameters", ()),
+                       rule_options=config.rules, frontends=frontend or FRONTENDS, name=target)
+        if verify and result.status == "ok":
+            from graphcheck.verify import verify_result
+            verify_result(result)
+        report.results.append(result)
+        if debug:
+            for note in result.notes:
+                click.echo(f"graphcheck: {target}: {note}", err=True)
+            if result.detail:
+                click.echo(result.detail, err=True)
+            if result.timings:
+                click.echo(f"graphcheck: {target}: " + ", ".join(
+                    f"{k} {v:.2f}s" for k, v in result.timings.items()), err=True)
+
+    text = render(report, fmt)
+    if output:
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        click.echo(text, nl=False)
+    for result in report.results:
+        if result.status == "error" and fmt not in ("text", "concise"):
+            click.echo(f"graphcheck: error: {result.target}: {result.error}", err=True)
+
+    if render_path:
+        from graphcheck.render import render_results
+        for message in render_results(report.results, render_path, depth=render_depth, full=render_all):
+            click.echo(f"graphcheck: {message}", err=True)
+    sys.exit(report.exit_code(fail_on=fail_on, exit_zero=exit_zero))
+
+
+@cli.command("rule")
+@click.argument("code", required=False)
+@click.option("--all", "show_all", is_flag=True, help="Print every rule's documentation.")
+def rule_command(code, show_all):
+    """Print the documentation of rule CODE (a code like GC103 or a name like detached-parameter)."""
+    if show_all:
+        rules = all_rules()
+    elif code:
+        try:
+            rules = [find_rule(code)]
+        except GraphcheckError as exc:
+            _fail(exc.message)
+    else:
+        _fail("give a rule code or name (graphcheck rule GC103), or --all.")
+    for index, rule in enumerate(rules):
+        if index:
+            click.echo("\n" + "-" * 72 + "\n")
+        click.echo(rule_markdown(rule))
+
+
+def rule_markdown(rule) -> str:
+    """A rule's documentation as Markdown; docs/rules/<name>.md is generated from the same text."""
+    return (f"# {rule.name} ({rule.code})\n\nDefault severity: {rule.severity.value}."
+            + (f" Options: {', '.join(f'`{k}` (default {v})' for k, v in rule.options.items())}." if rule.options else "")
+            + (" Needs real weights (skipped on the meta device)." if rule.needs_weights else "")
+            + "\n\n" + rule.doc() + "\n")
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")   # never download anything while linting
+    cli(prog_name="graphcheck")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,16 @@
+"""How reporters print a source location: relative to the working directory when inside it."""
+
+from __future__ import annotations
+
+from graphcheck.finding import Finding, Location
+
+
+def display_path(path: str) -> str:
+    return Location(path, 0).display_file()
+
+
+def prefix(finding: Finding, target: str) -> str:
+    """``file.py:27`` for a finding with a location, else the target itself."""
+    if finding.location is None:
+        return target
+    return f"{finding.location.display_file()}:{finding.location.line}"

@@ -1,0 +1,92 @@
+"""The oracle: which parameters does autograd itself leave without a gradient?
+
+Independent of graphcheck's tracing: it runs the original model, forward + loss + backward.
+
+* On real weights (CPU): a parameter counts as "no gradient" when its ``.grad`` is ``None``
+  or all zeros for every one of several random inputs *and* stays so across a few SGD
+  steps (a zero-initialised layer whose own gradient is non-zero wakes up after one step
+  and is not counted; two consecutive zero-initialised layers never wake up).
+* On the meta device (no values): ``.grad is None`` after one backward pass.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch.utils import _pytree as pytree
+
+
+def default_loss(output) -> torch.Tensor:
+    """What DDP assumes: every floating-point output tensor feeds the loss."""
+    parts = [t.sum() for t in pytree.tree_leaves(output)
+             if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+    if not parts:
+        return None
+    return torch.stack([p.float() for p in parts]).sum()
+
+
+def _redraw(inputs: tuple, generator: torch.Generator) -> tuple:
+    def fresh(leaf):
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+            return torch.randn(leaf.shape, generator=generator, dtype=leaf.dtype).to(leaf.device)
+        return leaf
+    return pytree.tree_map(fresh, inputs)
+
+
+def meta_no_grad(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None,
+                 train: bool = True) -> set[str]:
+    """Trainable parameters whose .grad is None after a meta-device forward + backward."""
+    from torch.nn.utils.stateless import _reparametrize_module
+    model.train(train)
+    named = dict(model.named_parameters())
+    metas = {n: torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+             for n, p in named.items()}
+    tensors = {}
+    ids = {id(p): n for n, p in named.items()}
+    for alias, p in model.named_parameters(remove_duplicate=False):
+        tensors[alias] = metas[ids[id(p)]]
+    tensors.update({n: b.to("meta") for n, b in model.named_buffers(remove_duplicate=False)})
+    meta_inputs = pytree.tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, inputs)
+    with _reparametrize_module(model, tensors, tie_weights=True), torch.enable_grad():
+        out = model(*meta_inputs)
+        loss = (loss_fn or default_loss)(out)
+        if loss is not None and loss.requires_grad:
+            loss.backward()
+    return {n for n, p in metas.items() if p.requires_grad and p.grad is None}
+
+
+def real_no_grad(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None,
+                 train: bool = True, draws: int = 3, steps: int = 4, lr: float = 0.1) -> set[str]:
+    """Trainable parameters whose gradient is None or zero for every draw and step (CPU)."""
+    generator = torch.Generator().manual_seed(0)
+    ever_nonzero: set[str] = set()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for draw in range(draws):
+        replica = copy.deepcopy(model)
+        replica.train(train)
+        params = dict(replica.named_parameters())
+        optimizer = torch.optim.SGD([p for p in params.values() if p.requires_grad], lr=lr)
+        for step in range(steps):
+            batch = inputs if draw == 0 and step == 0 else _redraw(inputs, generator)
+            optimizer.zero_grad(set_to_none=True)
+            out = replica(*batch)
+            loss = (loss_fn or default_loss)(out)
+            if loss is None or not loss.requires_grad:
+                break
+            loss.backward()
+            for name in names:
+                grad = params[name].grad
+                if grad is not None and bool(grad.ne(0).any()):
+                    ever_nonzero.add(name)
+            optimizer.step()
+    return set(names) - ever_nonzero
+
+
+def params_without_gradient(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None,
+                            train: bool = True) -> set[str]:
+    """The oracle: real values when the model has them, else the meta device."""
+    if any(p.is_meta for p in model.parameters()):
+        return meta_no_grad(model, inputs, loss_fn, train)
+    return real_no_grad(model, inputs, loss_fn, train)
