@@ -1,3 +1,3 @@
 """Rule families; importing this package registers every built-in rule."""
 
-from graphcheck.rules import params  # noqa: F401  GC1xx
+from graphcheck.rules import params  # noqa: F401  GC1xx: parameters that get no gradient
