@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from graphcheck.check import check
 from graphcheck.config import load_config
+from graphcheck.docs import rule_markdown
 from graphcheck.errors import GraphcheckError
 from graphcheck.loader import parse_input_shapes
 from graphcheck.registry import all_rules, find_rule, parse_codes
@@ -170,14 +171,6 @@ def rule_command(code, show_all):
         if index:
             click.echo("\n" + "-" * 72 + "\n")
         click.echo(rule_markdown(rule))
-
-
-def rule_markdown(rule) -> str:
-    """A rule's documentation as Markdown; docs/rules/<name>.md is generated from the same text."""
-    return (f"# {rule.name} ({rule.code})\n\nDefault severity: {rule.severity.value}."
-            + (f" Options: {', '.join(f'`{k}` (default {v})' for k, v in rule.options.items())}." if rule.options else "")
-            + (" Needs real weights (skipped on the meta device)." if rule.needs_weights else "")
-            + "\n\n" + rule.doc() + "\n")
 
 
 def main() -> None:

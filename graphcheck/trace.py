@@ -580,8 +580,13 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
     if not inputs:
         raise FrontendError("torch.export needs example inputs")
     try:
+        import logging
         import warnings
-        with warnings.catch_warnings():
+        torch_logger = logging.getLogger("torch")
+        level = torch_logger.level
+        torch_logger.setLevel(logging.ERROR)   # export logs guard details the user cannot act on
+        with warnings.catch_warnings(), contextlib.ExitStack() as restore:
+            restore.callback(torch_logger.setLevel, level)
             warnings.simplefilter("ignore")
             program = torch.export.export(model, _to_device(tuple(inputs), "meta" if not table.real else "cpu"),
                                           strict=False)

@@ -1,0 +1,88 @@
+"""Every fixture: findings match its `# [rule-name]` markers, and GC1xx matches autograd exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import graphcheck
+from graphcheck.registry import all_rules
+from tests.fixture_files import fixture_files, load_module, markers, rule_of
+from tests.oracle import params_without_gradient
+
+FILES = fixture_files()
+RULE_NAMES = {rule.name for rule in all_rules()}
+
+
+def _id(path):
+    return str(path.relative_to(path.parents[2])) if len(path.parents) > 2 else path.name
+
+
+def _run(path):
+    module = load_module(path)
+    loss = getattr(module, "loss", None)
+    result = graphcheck.check(f"{path}:build_model", loss=f"{path}:loss" if loss else None)
+    assert result.status == "ok", result.error
+    return module, result
+
+
+@pytest.mark.parametrize("path", FILES, ids=_id)
+def test_findings_point_at_the_marked_lines(path):
+    _, result = _run(path)
+    expected = markers(path)
+    rule = rule_of(path)
+    found = {(f.location.line, f.name) for f in result.findings
+             if f.location and f.location.file == str(path) and f.severity.rank >= 1}
+    if rule is not None:
+        assert rule in RULE_NAMES, f"folder {path.parent} names no rule"
+        if path.name == "bad.py":
+            assert expected, f"{path} has no `# [{rule}]` marker"
+        found_rule = {item for item in found if item[1] == rule}
+        assert found_rule == {item for item in expected if item[1] == rule}
+        if path.name == "good.py":
+            assert not [f for f in result.findings if f.name == rule]
+    else:
+        # Other fixtures (seed models, regressions) mark every finding they expect.
+        assert found == expected
+
+
+@pytest.mark.parametrize("path", FILES, ids=_id)
+def test_gc1xx_equals_autograd(path):
+    module, result = _run(path)
+    model, inputs = module.build_model()
+    truth = params_without_gradient(model, tuple(inputs), getattr(module, "loss", None))
+    assert result.parameters_without_gradient() == truth
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export", "autograd"])
+@pytest.mark.parametrize("path", [p for p in FILES if rule_of(p) and p.parts[-3] == "params"], ids=_id)
+def test_every_frontend_gives_the_same_gc1xx_verdict(path, frontend):
+    module = load_module(path)
+    model, inputs = module.build_model()
+    truth = params_without_gradient(model, tuple(inputs), getattr(module, "loss", None))
+    result = graphcheck.check(model, inputs, loss=getattr(module, "loss", None), frontends=(frontend,))
+    if result.status == "error" and frontend == "export" and "export" in (result.error or ""):
+        pytest.skip(f"torch.export cannot trace this fixture: {result.error[:120]}")
+    assert result.status == "ok", result.error
+    assert result.frontend == frontend
+    assert result.parameters_without_gradient() == truth
+
+
+def test_seed_models_have_no_gc1xx_finding():
+    seeds = [p for p in FILES if p.parent.name == "seed" and p.stem.startswith("linear_")]
+    assert len(seeds) == 3
+    for path in seeds:
+        _, result = _run(path)
+        assert not [f for f in result.findings if f.code.startswith("GC1")], path
+
+
+def test_oracle_sees_zero_init_wake_up():
+    """The oracle itself: a zero-initialised last layer wakes up, two consecutive ones do not."""
+    torch.manual_seed(0)
+    wakes = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    torch.nn.init.zeros_(wakes[2].weight)
+    assert params_without_gradient(wakes, (torch.randn(8, 4),)) == set()
+    stuck = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    for p in (stuck[0].weight, stuck[0].bias, stuck[2].weight):
+        torch.nn.init.zeros_(p)
+    assert params_without_gradient(stuck, (torch.randn(8, 4),)) == {"0.weight", "0.bias", "2.weight"}
