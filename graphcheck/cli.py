@@ -123,9 +123,8 @@ def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, ren
                        mode="eval" if eval_mode else "train",
                        ignore_parameters=config.values.get("ignore-parameters", ()),
                        rule_options=config.rules, frontends=frontend or FRONTENDS, name=target)
-        if verify and result.status == "ok":
-            from graphcheck.verify import verify_result
-            verify_result(result)
+        if verify:
+            result.verify()
         report.results.append(result)
         if debug:
             for note in result.notes:

@@ -9,6 +9,7 @@ from graphcheck.finding import Finding, Severity
 
 if TYPE_CHECKING:
     from graphcheck.model_graph import ModelGraph
+    from graphcheck.verify import Verification
 
 
 @dataclass
@@ -25,6 +26,7 @@ class TargetResult:
     timings: dict = field(default_factory=dict)
     graph: "ModelGraph | None" = None
     detail: str | None = None           # traceback of an error, shown with --debug
+    verification: "Verification | None" = None   # set by --verify (graphcheck/verify.py)
 
     def to_dict(self) -> dict:
         data = {
@@ -39,7 +41,16 @@ class TargetResult:
             "parameters": dict(self.parameters),
             "findings": [f.to_dict() for f in self.findings],
         })
+        if self.verification is not None:
+            data["verification"] = self.verification.to_dict()
         return data
+
+    def verify(self) -> "TargetResult":
+        """Cross-check the GC1xx verdict with a real forward + backward pass (see verify.py)."""
+        from graphcheck.verify import verify_result
+        if self.status == "ok":
+            verify_result(self)
+        return self
 
     def parameters_without_gradient(self) -> set[str]:
         """Union of the GC1xx findings' parameters: what autograd will leave without gradient."""
@@ -53,6 +64,12 @@ class Report:
     @property
     def findings(self) -> list[Finding]:
         return [f for r in self.results for f in r.findings]
+
+    def verify(self) -> "Report":
+        """Cross-check every target's GC1xx verdict with autograd (``--verify``)."""
+        for result in self.results:
+            result.verify()
+        return self
 
     def exit_code(self, fail_on: str = "error", exit_zero: bool = False) -> int:
         if any(r.status == "error" for r in self.results):

@@ -15,6 +15,7 @@ autograd graph of its result says which outputs reach it differentiably.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import traceback
@@ -169,6 +170,7 @@ def _assignment_location(model: torch.nn.Module, param_name: str) -> Location | 
     return _attribute_line(type(owner), parts[-1])
 
 
+@functools.lru_cache(maxsize=None)
 def _is_library(cls: type) -> bool:
     import inspect
     try:
@@ -177,6 +179,7 @@ def _is_library(cls: type) -> bool:
         return True
 
 
+@functools.lru_cache(maxsize=None)
 def _attribute_line(cls: type, attribute: str) -> Location | None:
     import inspect
     if attribute.isdigit():
@@ -447,7 +450,24 @@ class _GraphInterpreter(fx.Interpreter):
     def _inputs(self, node: fx.Node) -> list[str]:
         return [self.ids[n] for n in node.all_input_nodes if n in self.ids]
 
+    def _on_execution_device(self, args, kwargs):
+        """Graphs bake in the device they were traced on (``arange(8, device=cpu)``)."""
+        device = self.builder.execution.device
+        if device != "meta":
+            return args, kwargs
+
+        def move(leaf):
+            if isinstance(leaf, torch.device) and leaf.type != "meta":
+                return torch.device("meta")
+            return leaf
+        return pytree.tree_map(move, (args, kwargs))
+
+    def call_function(self, target, args, kwargs):
+        args, kwargs = self._on_execution_device(args, kwargs)
+        return super().call_function(target, args, kwargs)
+
     def call_method(self, target, args, kwargs):
+        args, kwargs = self._on_execution_device(args, kwargs)
         if target in ("item", "tolist") and isinstance(args[0], torch.Tensor) and args[0].is_meta:
             # A meta tensor has no value; the op cuts the gradient either way.
             return 1.0 if args[0].is_floating_point() else 1
@@ -472,6 +492,9 @@ class _GraphInterpreter(fx.Interpreter):
             return value
         if node.op == "get_attr":
             value = super().run_node(node)
+            if isinstance(value, torch.Tensor) and value.device.type != builder.execution.device \
+                    and id(value) not in builder.execution.names_by_id:
+                value = _to_device(value, builder.execution.device)   # a lifted constant
             if isinstance(value, torch.Tensor) and (name := builder.execution.names_by_id.get(id(value))):
                 self.ids[node] = builder.param_node(name)
             elif isinstance(value, torch.Tensor):
@@ -531,6 +554,15 @@ class _GraphInterpreter(fx.Interpreter):
         return value
 
 
+def _run_interpreter(interp: "_GraphInterpreter", args) -> Any:
+    try:
+        return interp.run(*args)
+    except (FrontendError, GraphcheckError):
+        raise
+    except Exception as exc:
+        raise FrontendError(f"running the traced graph failed: {type(exc).__name__}: {exc}") from exc
+
+
 def _scalar_args(node: fx.Node) -> list:
     """Literal number arguments of a node (``mul(x, 0)``), for the zero-value analysis."""
     return [a for a in list(node.args) + list(node.kwargs.values())
@@ -548,7 +580,7 @@ def _output_sources(interp: _GraphInterpreter, graph: fx.Graph) -> list[str | No
 
 def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str) -> GraphBuilder:
     try:
-        graph = _GradModeTracer().trace(model)
+        graph = _GradModeTracer().trace(model, concrete_args=_none_arguments(model, inputs))
         gm = fx.GraphModule(model, graph)
     except Exception as exc:
         raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {exc}") from exc
@@ -561,12 +593,25 @@ def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, 
     present = {n for n, _ in gm.named_parameters(remove_duplicate=False)} | \
         {n for n, _ in gm.named_buffers(remove_duplicate=False)}
     tensors = {name: t for name, t in tensors.items() if name in present}
-    with torch.nn.utils.stateless._reparametrize_module(gm, tensors, tie_weights=True), torch.enable_grad():
-        outputs = interp.run(*_to_device(inputs, device))
+    with torch.nn.utils.stateless._reparametrize_module(gm, tensors, tie_weights=True), \
+            torch.enable_grad(), torch.device(device):
+        outputs = _run_interpreter(interp, _to_device(inputs, device))
         sources = [s for s in _output_sources(interp, graph)]
         builder.finish(outputs, _match_sources(outputs, sources), loss_fn)
     builder.inputs = inputs
     return builder
+
+
+def _none_arguments(model: torch.nn.Module, inputs: tuple) -> dict | None:
+    """Positional inputs given as None are fixed for tracing (``attention_mask=None``)."""
+    import inspect
+    if not any(value is None for value in inputs):
+        return None
+    try:
+        names = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    return {names[i]: None for i, value in enumerate(inputs) if value is None and i < len(names)}
 
 
 def _match_sources(outputs: Any, sources: list) -> list:
@@ -602,10 +647,8 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
     for spec in signature.input_specs:
         if spec.kind == InputKind.USER_INPUT:
             value = next(user_inputs)
-            if isinstance(spec.arg, TensorArgument):
-                args.append(_to_device(value, device))
-            elif spec.arg.__class__.__name__ != "ConstantArgument":
-                args.append(value)
+            # Constants (None, numbers) keep their placeholder too.
+            args.append(_to_device(value, device) if isinstance(spec.arg, TensorArgument) else value)
             continue
         bindings[spec.arg.name] = spec.target
         if spec.kind == InputKind.PARAMETER:
@@ -618,8 +661,8 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
             args.append(_to_device(program.constants.get(spec.target), device))
     gm = program.graph_module
     interp = _GraphInterpreter(gm, builder, bindings=bindings)
-    with torch.enable_grad():
-        flat = interp.run(*args)
+    with torch.enable_grad(), torch.device(device):
+        flat = _run_interpreter(interp, args)
         user_positions = [i for i, spec in enumerate(signature.output_specs)
                           if spec.kind == OutputKind.USER_OUTPUT]
         flat = [flat[i] for i in user_positions]
@@ -716,7 +759,8 @@ def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, los
         recorder.register_value(node_id, tensor)
         input_ids.append(node_id)
     try:
-        with torch.nn.utils.stateless._reparametrize_module(model, tensors, tie_weights=True), torch.enable_grad():
+        with torch.nn.utils.stateless._reparametrize_module(model, tensors, tie_weights=True), \
+                torch.enable_grad(), torch.device(device):
             with recorder:
                 outputs = model(*run_inputs)
             sources = [recorder.producer.get(id(t)) for t in tensors_in(outputs)]

@@ -24,4 +24,6 @@ def render(report: Report) -> str:
         lines.append(
             f"{result.target}: {summary} ({result.frontend} frontend on {result.device}, {result.mode} mode; "
             f"{counts['total']} parameters: {counts['trainable']} trainable, {counts['frozen']} frozen)")
+        if result.verification is not None:
+            lines.append(f"{result.target}: {result.verification.message}")
     return "\n".join(lines) + "\n"

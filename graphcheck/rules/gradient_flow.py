@@ -40,13 +40,31 @@ _ZERO_PRESERVING = frozenset({
 })
 _ZERO_CREATORS = frozenset({"zeros", "zeros_like", "new_zeros", "zero_"})
 _MULTIPLY = frozenset({"mul", "mul_", "__mul__", "__rmul__", "multiply", "matmul", "__matmul__",
-                       "mm", "bmm", "einsum", "outer", "dot", "mv", "baddbmm_", "addmm"})
+                       "mm", "bmm", "einsum", "outer", "dot", "mv", "Bilinear", "bilinear"})
 _SUM_LIKE = frozenset({"add", "add_", "__add__", "__radd__", "sub", "__sub__", "__rsub__", "cat",
                        "concat", "stack", "__iadd__"})
-_AFFINE_FUNCTIONS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution",
-                               "conv_transpose1d", "conv_transpose2d"})
+# Ops computing bias + a @ b: (bias, a, b) in argument order.
+_BIAS_FIRST = frozenset({"addmm", "addmm_", "baddbmm", "baddbmm_", "addbmm", "addmv", "addr"})
+# Ops computing x * weight + bias: (x, weight, bias) in argument order.
+_BIAS_LAST = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
+                        "conv_transpose2d", "conv_transpose3d"})
 _AFFINE_MODULES = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
-                             "ConvTranspose2d", "Bilinear", "LazyLinear"})
+                             "ConvTranspose2d", "ConvTranspose3d", "LazyLinear"})
+
+
+def _factors(data: dict) -> tuple[list[str], list[str]] | None:
+    """(multiplied operands, added operands) of a product-like op, else None."""
+    target = data.get("target", "")
+    args = list(data.get("args") or [])
+    if target in _MULTIPLY:
+        return args, []
+    if target in _BIAS_FIRST:
+        return (args[1:], args[:1]) if len(args) >= 3 else (args, [])
+    if target in _BIAS_LAST or (data.get("module_call") and target in _AFFINE_MODULES):
+        return args[:2], args[2:3]
+    return None
+
+
 _DETACHING = {"detach": "`.detach()`", "detach_": "`.detach_()`", "data": "`.data`",
               "item": "`.item()`", "tolist": "`.tolist()`", "numpy": "`.numpy()`"}
 
@@ -87,14 +105,14 @@ class _ZeroValues:
             return True
         if target in ("full", "full_like", "new_full", "fill_") and data.get("scalars") in ([0], [0.0]):
             return True
-        if target in _MULTIPLY:
-            return any(zero_args) or (target.startswith(("mul", "__mul", "__rmul")) and _is_zero_literal(data))
+        factors = _factors(data)
+        if factors is not None:
+            products, addends = factors
+            scaled_by_zero = target.startswith(("mul", "__mul", "__rmul")) and _is_zero_literal(data)
+            product_zero = scaled_by_zero or any(a in self.zero for a in products)
+            return product_zero and all(a in self.zero for a in addends)
         if target in _SUM_LIKE:
             return bool(args) and all(zero_args) and not any(s != 0 for s in data.get("scalars") or [] if target.startswith(("add", "__add", "__radd", "sub")))
-        if target in _AFFINE_FUNCTIONS or (data.get("module_call") and target in _AFFINE_MODULES):
-            x, weight, bias = (args + [None, None, None])[:3]
-            product_zero = (x in self.zero) or (weight in self.zero)
-            return product_zero and (bias is None or bias in self.zero)
         if target in _ZERO_PRESERVING:
             return bool(args) and args[0] in self.zero
         return False
@@ -106,17 +124,16 @@ class _ZeroValues:
         args = data.get("args") or []
         if target in ZERO_DERIVATIVE_OPS:
             return True
-        if target in _MULTIPLY:
-            others = [a for a in args if a != source]
-            if target.startswith(("mul", "__mul", "__rmul")) and _is_zero_literal(data):
-                return True
-            return any(a in self.zero for a in others)
-        if target in _AFFINE_FUNCTIONS or (data.get("module_call") and target in _AFFINE_MODULES):
-            x, weight = (args + [None, None])[:2]
-            if source == x:
-                return weight in self.zero
-            if source == weight:
-                return x in self.zero
+        factors = _factors(data)
+        if factors is None:
+            return False
+        products, _ = factors
+        if source not in products:
+            return False   # an added operand (a bias) gets the gradient unchanged
+        if target.startswith(("mul", "__mul", "__rmul")) and _is_zero_literal(data):
+            return True
+        others = [a for a in products if a != source]
+        return any(a in self.zero for a in others)
         return False
 
 
