@@ -26,10 +26,11 @@ from graphcheck.trace import FRONTENDS, build_graph
 def check(model: torch.nn.Module | str, inputs: Iterable | None = None, *, loss: Callable | str | None = None,
           select: Iterable[str] | str | None = None, ignore: Iterable[str] | str | None = None,
           mode: str = "train", ignore_parameters: Iterable[str] = (), rule_options: dict | None = None,
-          frontends: Iterable[str] = FRONTENDS, name: str | None = None) -> TargetResult:
+          frontends: Iterable[str] = FRONTENDS, name: str | None = None, meta: bool = False) -> TargetResult:
     """Analyse one model (an ``nn.Module`` or a TARGET string) and return its result.
 
-    Errors in the input (a target that cannot be loaded, a model no frontend can trace,
+    With ``meta`` a TARGET's factory builds the model on the meta device (no weights are
+    allocated; rules that read weight values are skipped). Errors in the input (a target that cannot be loaded, a model no frontend can trace,
     a bad loss) do not raise: the result has ``status == "error"`` and ``error`` says why.
     """
     label = name or (model if isinstance(model, str) else type(model).__name__)
@@ -37,7 +38,7 @@ def check(model: torch.nn.Module | str, inputs: Iterable | None = None, *, loss:
     started = time.perf_counter()
     try:
         if isinstance(model, str):
-            loaded = load_target(model)
+            loaded = load_target(model, meta=meta)
             model, target_inputs = loaded.model, loaded.inputs
             inputs = tuple(inputs) if inputs else target_inputs
         inputs = tuple(inputs or ())

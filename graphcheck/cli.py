@@ -68,13 +68,15 @@ def _fail(message: str) -> None:
 @click.option("--eval", "eval_mode", is_flag=True, help="Analyse the model in eval mode (default: train mode).")
 @click.option("--frontend", type=click.Choice(FRONTENDS), multiple=True,
               help="Use only this tracer (repeatable); default: fx, then export, then a recorded forward pass.")
+@click.option("--meta", is_flag=True, help="Build the model on the meta device (no weights allocated: "
+              "any size fits; rules that read weight values are skipped).")
 @click.option("--verify", is_flag=True, help="Cross-check the GC1xx verdict with a real forward + backward pass.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read options from this TOML file.")
 @click.option("--no-config", is_flag=True, help="Ignore pyproject.toml.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and which frontends were tried.")
 @click.pass_context
 def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, render_depth, render_all,
-                  select, ignore, fail_on, exit_zero, eval_mode, frontend, verify, config_path, no_config, debug):
+                  select, ignore, fail_on, exit_zero, eval_mode, frontend, meta, verify, config_path, no_config, debug):
     """Lint TARGET models: report parameters that get no gradient, and why."""
     try:
         config = load_config(config_path, search=not no_config)
@@ -122,7 +124,8 @@ def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, ren
         result = check(target, inputs or None, loss=loss, select=select, ignore=ignore,
                        mode="eval" if eval_mode else "train",
                        ignore_parameters=config.values.get("ignore-parameters", ()),
-                       rule_options=config.rules, frontends=frontend or FRONTENDS, name=target)
+                       rule_options=config.rules, frontends=frontend or FRONTENDS, name=target,
+                       meta=meta)
         if verify:
             result.verify()
         report.results.append(result)

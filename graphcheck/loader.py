@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -125,11 +126,16 @@ def _as_inputs(value: Any, spec: str) -> tuple:
         "tuple of positional inputs, e.g. (model, (torch.randn(2, 8),)).")
 
 
-def load_target(spec: str) -> LoadedTarget:
-    """Import the target and call its factory: a module, or ``(module, example_inputs)``."""
+def load_target(spec: str, *, meta: bool = False) -> LoadedTarget:
+    """Import the target and call its factory: a module, or ``(module, example_inputs)``.
+
+    With ``meta``, the factory runs under ``torch.device("meta")``: parameters are created
+    without storage, so a model of any size can be analysed.
+    """
     factory, file = load_callable(spec, DEFAULT_FACTORY, "factory")
     try:
-        result = factory()
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            result = factory()
     except GraphcheckError:
         raise
     except Exception as exc:
