@@ -340,7 +340,9 @@ def compute_loss(loss_fn: Callable | None, outputs: Any) -> torch.Tensor:
     try:
         loss = loss_fn(outputs)
     except Exception as exc:
-        raise LossError(f"the loss raised {type(exc).__name__}: {exc}") from exc
+        error = LossError(f"the loss raised {type(exc).__name__}: {exc}")
+        error.cause = f"{type(exc).__name__}: {exc}"
+        raise error from exc
     if not isinstance(loss, torch.Tensor):
         raise GraphcheckError(
             f"The loss returned {type(loss).__name__}, not a tensor. The loss must be a "
@@ -828,6 +830,16 @@ def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None 
         for device in devices:
             try:
                 builder = _FRONTEND_FUNCTIONS[frontend](model, tuple(inputs), table, loss_fn, device)
+            except LossError as exc:
+                if device == devices[-1]:
+                    # The loss fails on real values too: that is the loss's problem, not tracing's.
+                    raise GraphcheckError(
+                        f"The loss raised an error on the model's output: {exc.cause}. graphcheck "
+                        "calls loss(output) with exactly what the model returns (a tensor, tuple, "
+                        "dict or ModelOutput); check that the loss accepts it.",
+                        detail=traceback.format_exc()) from exc
+                failures.append(f"{frontend} ({device}): {exc}")
+                continue
             except FrontendError as exc:
                 failures.append(f"{frontend} ({device}): {exc}")
                 if "needs example inputs" in str(exc) or "symbolic_trace failed" in str(exc) \

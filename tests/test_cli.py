@@ -185,6 +185,8 @@ BAD_INPUTS = {
                           "def loss(out):\n    return 1.5\n", "loss", "not a tensor"),
     "loss not scalar": ("import torch\ndef build_model():\n    return torch.nn.Linear(2, 2), (torch.randn(3, 2),)\n"
                         "def loss(out):\n    return out\n", "loss", "not a scalar"),
+    "loss raises": ("import torch\ndef build_model():\n    return torch.nn.Linear(2, 2), (torch.randn(3, 2),)\n"
+                    "def loss(out):\n    return out.logits.mean()\n", "loss", "The loss raised an error"),
     "untraceable": ("import torch\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
                     "        self.a = torch.nn.Linear(2, 2)\n    def forward(self, x):\n"
                     "        raise RuntimeError('cannot run')\n"
