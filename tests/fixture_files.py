@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
-MARKER = re.compile(r"#\s*\[([a-z0-9-]+)\]\s*$")
+MARKER = re.compile(r"#\s*\[([a-z0-9-]+(?:\s*,\s*[a-z0-9-]+)*)\]\s*$")
 
 
 def fixture_files() -> list[Path]:
@@ -16,12 +16,12 @@ def fixture_files() -> list[Path]:
 
 
 def markers(path: Path) -> set[tuple[int, str]]:
-    """(line, rule-name) for every line that ends with a `# [rule-name]` marker."""
+    """(line, rule-name) for every line that ends with a `# [rule-name]` or `# [a, b]` marker."""
     found = set()
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         match = MARKER.search(line)
         if match:
-            found.add((number, match.group(1)))
+            found.update((number, name.strip()) for name in match.group(1).split(","))
     return found
 
 

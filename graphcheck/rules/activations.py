@@ -1,0 +1,594 @@
+"""GC3xx: vanishing signal: saturating activation chains, saturation, dead units and gradient gain at init.
+
+GC301 reads the graph only (which activations follow which). GC302-GC305 need numbers:
+they read the shared probe pass (:mod:`graphcheck.probe`), one forward + backward with the
+model's real initial weights.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+import networkx as nx
+
+from graphcheck.finding import Finding, Location, Severity
+from graphcheck.model_graph import LOSS, ModelGraph
+from graphcheck.probe import MAX_DERIVATIVE, RELU_FAMILY, SATURATING, ActivationStats, activation_kind, probe
+from graphcheck.registry import Rule, register
+
+_ROOT = "__graphcheck_root__"
+_NORM = re.compile(r"norm", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- shared structure
+
+def node_activation(graph: ModelGraph, node: str) -> str | None:
+    """Canonical activation kind of a graph node (``sigmoid``, ``relu``...), or None."""
+    data = graph.graph.nodes[node]
+    if data.get("kind") != "op":
+        return None
+    return activation_kind(data.get("target", ""), data.get("module_type", ""), data.get("scalars") or ())
+
+
+def is_normalisation(graph: ModelGraph, node: str) -> bool:
+    """LayerNorm, BatchNorm, GroupNorm, RMSNorm... as a module call, an op, or an op inside one."""
+    data = graph.graph.nodes[node]
+    if data.get("kind") != "op":
+        return False
+    return bool(_NORM.search(data.get("target", "")) or _NORM.search(data.get("module_type", "") or ""))
+
+
+@dataclass
+class ActivationFlow:
+    """The part of the graph the input signal flows through (parameters and constants left out).
+
+    ``dominators`` are taken from a virtual root joined to every model input: ``a``
+    dominates ``b`` when every path from the inputs to ``b`` passes through ``a``.
+    """
+    flow: nx.DiGraph
+    dominators: dict[str, str]
+
+
+def activation_flow(graph: ModelGraph) -> ActivationFlow:
+    return graph.cached("activation_flow", lambda: _activation_flow(graph))
+
+
+def _activation_flow(graph: ModelGraph) -> ActivationFlow:
+    data = graph.data_view()
+    inputs = [n for n, d in data.nodes(data=True) if d.get("kind") == "input"]
+    reached = set(inputs)
+    for node in inputs:
+        reached |= nx.descendants(data, node)
+    flow = nx.DiGraph(data.subgraph(reached).edges)
+    flow.add_nodes_from(reached)
+    flow.add_edges_from((_ROOT, node) for node in inputs)
+    dominators = nx.immediate_dominators(flow, _ROOT) if inputs else {}
+    flow.remove_node(_ROOT) if inputs else None
+    return ActivationFlow(flow=flow, dominators=dominators)
+
+
+def bypassed(graph: ModelGraph, op: str) -> bool:
+    """Whether some node upstream of ``op`` reaches the loss without passing through it (a skip)."""
+    memo = graph.cached("bypassed", dict)
+    if op not in memo:
+        flow = activation_flow(graph).flow
+        upstream = nx.ancestors(flow, op) if op in flow and LOSS in flow else set()
+        memo[op] = bool(upstream) and bool(
+            upstream & nx.ancestors(nx.restricted_view(flow, [op], []), LOSS))
+    return memo[op]
+
+
+def layer_weights(graph: ModelGraph) -> set[str]:
+    """Parameters that are the weight of a layer: Linear / Conv / ``x @ W`` weights and embedding tables."""
+    def compute():
+        names = {use.param for use in weight_uses(graph)}
+        for node, data in graph.graph.nodes(data=True):
+            if data.get("kind") == "op" and data.get("target", "").lower() == "embedding":
+                names.update(p for p in map(lambda n: _param_of(graph, n), data.get("args") or []) if p)
+        return names
+    return graph.cached("layer_weights", compute)
+
+
+def on_main_path(graph: ModelGraph, param: str) -> bool:
+    """Whether some op that reads ``param`` carries the whole signal (no skip connection around it)."""
+    node = f"param:{param}"
+    if node not in graph.graph:
+        return False
+    ops = [n for n in graph.graph.successors(node) if graph.graph.nodes[n].get("kind") == "op"]
+    return any(not bypassed(graph, op) for op in ops)
+
+
+def nearest_location(graph: ModelGraph, nodes: Iterable[str]) -> Location | None:
+    for node in nodes:
+        location = graph.graph.nodes[node].get("location")
+        if location is not None:
+            return location
+    return None
+
+
+def fmt(value: float) -> str:
+    return f"{value:.2g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
+
+
+def _line(location: Location | None) -> str:
+    return f"line {location.line}" if location else "no source line"
+
+
+_AFFINE_MODULES = frozenset({"Linear", "LazyLinear", "Conv1d", "Conv2d", "Conv3d",
+                             "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"})
+_AFFINE_FUNCTIONS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution", "_convolution",
+                               "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"})
+_RIGHT_OPERAND = frozenset({"mm", "matmul", "__matmul__"})     # x @ W with W of shape (in, out)
+
+
+@dataclass
+class WeightUse:
+    """A parameter used as the weight of an affine op (Linear, Conv, x @ W)."""
+    param: str
+    op: str                    # graph node of the op
+    x: str | None              # graph node of the activation operand
+    bias: str | None           # parameter name of the bias, if any
+    fan_in: int
+    fan_out: int
+    in_dim: int                # the weight's input-feature dimension
+    out_dim: int
+
+
+def weight_uses(graph: ModelGraph) -> list[WeightUse]:
+    return graph.cached("weight_uses", lambda: _weight_uses(graph))
+
+
+def _param_of(graph: ModelGraph, node: str | None) -> str | None:
+    if node is None or node not in graph.graph:
+        return None
+    data = graph.graph.nodes[node]
+    return data.get("param") if data.get("kind") == "parameter" else None
+
+
+def _weight_uses(graph: ModelGraph) -> list[WeightUse]:
+    uses = []
+    for node, data in graph.graph.nodes(data=True):
+        if data.get("kind") != "op":
+            continue
+        target, args = data.get("target", ""), list(data.get("args") or [])
+        affine = (data.get("module_call") and target in _AFFINE_MODULES) or target in _AFFINE_FUNCTIONS
+        if affine and len(args) >= 2 and _param_of(graph, args[1]):
+            weight = _param_of(graph, args[1])
+            shape = graph.parameters[weight].shape
+            if len(shape) < 2:
+                continue
+            receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+            uses.append(WeightUse(weight, node, args[0], _param_of(graph, args[2]) if len(args) > 2 else None,
+                                  fan_in=shape[1] * receptive, fan_out=shape[0] * receptive,
+                                  in_dim=1, out_dim=0))
+        elif target == "addmm" and len(args) == 3 and _param_of(graph, args[2]):
+            weight = _param_of(graph, args[2])
+            shape = graph.parameters[weight].shape
+            if len(shape) == 2:
+                uses.append(WeightUse(weight, node, args[1], _param_of(graph, args[0]),
+                                      fan_in=shape[0], fan_out=shape[1], in_dim=0, out_dim=1))
+        elif target in _RIGHT_OPERAND and len(args) == 2 and _param_of(graph, args[1]) \
+                and not _param_of(graph, args[0]):
+            weight = _param_of(graph, args[1])
+            shape = graph.parameters[weight].shape
+            if len(shape) == 2:
+                uses.append(WeightUse(weight, node, args[0], None, fan_in=shape[0], fan_out=shape[1],
+                                      in_dim=0, out_dim=1))
+    return uses
+
+
+# --------------------------------------------------------------------------- GC301
+
+def saturating_chains(graph: ModelGraph) -> list[list[str]]:
+    """Maximal sequences of saturating activations, each dominating the next, with nothing between
+    them that normalises or joins a parallel branch (a skip connection)."""
+    structure = activation_flow(graph)
+    flow, idom = structure.flow, structure.dominators
+    saturating = [n for n in flow if node_activation(graph, n) in SATURATING]
+    parent: dict[str, str] = {}
+    for node in saturating:
+        between = []
+        current = idom.get(node)
+        while current is not None and current != _ROOT and current != idom.get(current, current):
+            if node_activation(graph, current) in SATURATING:
+                if not any(_joins_branches(flow, step, current) for step in between):
+                    parent[node] = current
+                break
+            if is_normalisation(graph, current):
+                break
+            between.append(current)
+            current = idom.get(current)
+    children = defaultdict(list)
+    for child, up in parent.items():
+        children[up].append(child)
+    chains = []
+    for leaf in (n for n in saturating if not children.get(n) and n in parent):
+        chain = [leaf]
+        while chain[-1] in parent:
+            chain.append(parent[chain[-1]])
+        chains.append(chain[::-1])
+    return chains
+
+
+def _joins_branches(flow: nx.DiGraph, node: str, start: str) -> bool:
+    """A merge of two branches that both leave ``start`` (a residual add, a concat of skips)."""
+    preds = list(flow.predecessors(node))
+    if len(preds) < 2:
+        return False
+    from_start = [p for p in preds if p == start or nx.has_path(flow, start, p)]
+    return len(from_start) >= 2
+
+
+def _chain_path(graph: ModelGraph, chain: list[str]) -> list[str]:
+    flow = activation_flow(graph).flow
+    path = [chain[0]]
+    for a, b in zip(chain, chain[1:]):
+        path.extend(nx.shortest_path(flow, a, b)[1:])
+    return path
+
+
+@register
+class SaturatingActivationChain(Rule):
+    """Several saturating activations in a row, with nothing that restores the signal between them.
+
+    ## What it does
+    Finds sequences of `k` or more saturating activations (sigmoid, tanh, hardtanh,
+    hardsigmoid, softsign, logsigmoid) where each one feeds the next through layers that
+    neither normalise (LayerNorm, BatchNorm, ...) nor join a skip connection.
+
+    ## Why is this bad?
+    The gradient through such a chain is multiplied by every activation's derivative,
+    and those are at most 1 (tanh) or 1/4 (sigmoid): `k` sigmoids scale the gradient by
+    at most `4**-k`. Early layers learn orders of magnitude more slowly than late ones:
+    the classic vanishing gradient.
+
+    ## Example
+    ```python
+    self.net = nn.Sequential(
+        nn.Linear(64, 64), nn.Sigmoid(),
+        nn.Linear(64, 64), nn.Sigmoid(),
+        nn.Linear(64, 64), nn.Sigmoid(),
+    )
+    ```
+
+    ## Use instead
+    Use ReLU / GELU / SiLU in hidden layers, or put a normalisation layer or a residual
+    connection between the saturating activations (`x = x + torch.tanh(self.fc(x))`).
+    Option `min-length` (default 3) sets `k`.
+    """
+
+    code = "GC301"
+    name = "saturating-activation-chain"
+    severity = Severity.WARNING
+    options = {"min-length": 3}
+
+    def check(self, graph: ModelGraph) -> Iterable[Finding]:
+        for chain in saturating_chains(graph):
+            if len(chain) < self.config["min-length"]:
+                continue
+            path = _chain_path(graph, chain)
+            kinds = [node_activation(graph, n) for n in chain]
+            bound = 1.0
+            for kind in kinds:
+                bound *= MAX_DERIVATIVE[kind]
+            steps = [f"{k} ({_line(graph.location_of(n))})" for k, n in zip(kinds, chain)]
+            shown = " -> ".join(steps if len(steps) <= 6 else steps[:3] + ["..."] + steps[-2:])
+            counts = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds))
+            # The layers inside the chain and the one feeding it.
+            layers = list(graph.graph.predecessors(chain[0])) + path
+            params = list(dict.fromkeys(
+                graph.graph.nodes[p]["param"] for n in layers for p in graph.graph.predecessors(n)
+                if graph.graph.nodes[p].get("kind") == "parameter"))
+            message = (f"{len(chain)} saturating activations in a row ({counts}) with no normalisation "
+                       f"or skip connection between them: {shown}; the gradient through them is "
+                       f"scaled by at most {fmt(bound)}")
+            yield self.finding(message, parameters=params,
+                               path=_readable(graph, path),
+                               location=graph.location_of(chain[0]) or nearest_location(graph, path),
+                               nodes=path)
+
+
+def _readable(graph: ModelGraph, path: list[str]) -> list[str]:
+    names: list[str] = []
+    for node in path:
+        name = graph.describe(node)
+        if not names or names[-1] != name:
+            names.append(name)
+    return names
+
+
+# --------------------------------------------------------------------------- probe matching
+
+def probe_nodes(graph: ModelGraph) -> dict[tuple[str, str, int], str]:
+    """Graph node of each probed activation call, matched by (module, kind, occurrence)."""
+    def compute():
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        found = {}
+        for node in graph.graph.nodes:
+            kind = node_activation(graph, node)
+            if kind is None:
+                continue
+            module = graph.graph.nodes[node].get("module") or ""
+            found[(module, kind, counts[(module, kind)])] = node
+            counts[(module, kind)] += 1
+        return found
+    return graph.cached("probe_nodes", compute)
+
+
+def _layer_params(graph: ModelGraph, node: str | None) -> list[str]:
+    """Parameters of the layer that computes the activation's input."""
+    if node is None:
+        return []
+    params = []
+    for pred in graph.graph.predecessors(node):
+        for source in graph.graph.predecessors(pred):
+            if graph.graph.nodes[source].get("kind") == "parameter":
+                params.append(graph.graph.nodes[source]["param"])
+    return list(dict.fromkeys(params))
+
+
+class _ProbeActivationRule(Rule):
+    """Reports probed activation calls that fail a test, one finding per source line."""
+
+    needs_weights = True
+    kinds: frozenset
+
+    def flagged(self, stats: ActivationStats) -> bool:
+        raise NotImplementedError
+
+    def message(self, group: list[ActivationStats]) -> str:
+        raise NotImplementedError
+
+    def check(self, graph: ModelGraph) -> Iterable[Finding]:
+        result = probe(graph)
+        if result.error:
+            return
+        nodes = probe_nodes(graph)
+        groups: dict[tuple, list[tuple[ActivationStats, str | None]]] = defaultdict(list)
+        for stats in result.activations:
+            if stats.kind not in self.kinds or not self.flagged(stats):
+                continue
+            node = nodes.get((stats.module, stats.kind, stats.occurrence))
+            location = stats.location or (graph.location_of(node) if node else None)
+            key = (location, stats.kind) if location else (stats.module, stats.kind, stats.occurrence)
+            groups[key].append((stats, node))
+        for key, members in groups.items():
+            stats_list = [s for s, _ in members]
+            node_ids = [n for _, n in members if n is not None]
+            params = list(dict.fromkeys(p for n in node_ids for p in _layer_params(graph, n)))
+            location = stats_list[0].location or nearest_location(graph, node_ids)
+            yield self.finding(self.message(stats_list), parameters=params,
+                               path=[_describe_call(s) for s in stats_list][:8],
+                               location=location, nodes=node_ids)
+
+
+def _describe_call(stats: ActivationStats) -> str:
+    return f"{stats.module}.{stats.kind}" if stats.module else f"{stats.kind} #{stats.occurrence + 1}"
+
+
+def _where(group: list[ActivationStats]) -> str:
+    if len(group) == 1:
+        return f"`{_describe_call(group[0])}`"
+    return f"{len(group)} calls of `{group[0].kind}` ({', '.join(_describe_call(s) for s in group[:4])}" \
+           f"{', ...' if len(group) > 4 else ''})"
+
+
+# --------------------------------------------------------------------------- GC302
+
+@register
+class SaturatedAtInit(_ProbeActivationRule):
+    """Saturating activations whose inputs are already saturated with the initial weights.
+
+    ## What it does
+    Runs one forward pass with the model's real initial weights on the example inputs
+    and measures, at every sigmoid / tanh / hardtanh / hardsigmoid / softsign /
+    logsigmoid, the distribution of its input. It reports those where the mean
+    derivative, relative to the activation's largest derivative, is below
+    `min-mean-derivative` (default 0.25; for tanh that is an input std of about 3.2),
+    with the fraction of saturated entries (derivative below 10% of the maximum).
+
+    ## Why is this bad?
+    A saturated unit passes almost no gradient: the layers before it barely learn, and
+    the unit itself may never leave saturation. Large initial weights (`normal_(std=1)`
+    on a wide layer) or unnormalised inputs are the usual cause.
+
+    ## Example
+    ```python
+    self.fc = nn.Linear(512, 512)
+    nn.init.normal_(self.fc.weight, std=1.0)   # pre-activation std ~ 20
+    ...
+    h = torch.tanh(self.fc(x))
+    ```
+
+    ## Use instead
+    Initialise with `nn.init.xavier_uniform_` (or keep PyTorch's default), normalise the
+    inputs, or put a LayerNorm before the activation.
+    """
+
+    code = "GC302"
+    name = "saturated-at-init"
+    severity = Severity.WARNING
+    options = {"min-mean-derivative": 0.25}
+    kinds = SATURATING
+
+    def flagged(self, stats):
+        return stats.mean_derivative is not None and stats.mean_derivative < self.config["min-mean-derivative"]
+
+    def message(self, group):
+        worst = min(group, key=lambda s: s.mean_derivative)
+        kind = worst.kind
+        derivative = worst.mean_derivative * MAX_DERIVATIVE[kind]
+        return (f"{_where(group)} {'is' if len(group) == 1 else 'are'} saturated with the initial weights: input std {fmt(worst.std)}, "
+                f"mean derivative {fmt(derivative)} (at most {fmt(MAX_DERIVATIVE[kind])}, "
+                f"{worst.mean_derivative:.0%} of it), {worst.saturated_fraction:.0%} of the entries saturated"
+                + (" (worst of the calls)" if len(group) > 1 else ""))
+
+
+# --------------------------------------------------------------------------- GC303
+
+@register
+class DeadReluAtInit(_ProbeActivationRule):
+    """ReLU units that are inactive for every probe sample with the initial weights.
+
+    ## What it does
+    Runs forward passes with the model's real initial weights and counts, at every ReLU
+    (and ReLU6), the units (features, or channels after a convolution) whose input is
+    negative for every sample and position. It reports layers where that fraction is
+    above `max-dead-fraction` (default 0.5).
+
+    ## Why is this bad?
+    A unit that is negative for every input has output 0 and derivative 0: it passes no
+    gradient and its incoming weights get none, so it may never come back. A strongly
+    negative bias initialisation is the usual cause.
+
+    ## Example
+    ```python
+    self.fc = nn.Linear(64, 128)
+    nn.init.constant_(self.fc.bias, -5.0)
+    ...
+    h = torch.relu(self.fc(x))   # almost every unit dead
+    ```
+
+    ## Use instead
+    Initialise biases to zero (or a small positive value), use Kaiming initialisation,
+    or use LeakyReLU / GELU, which pass a gradient for negative inputs.
+    """
+
+    code = "GC303"
+    name = "dead-relu-at-init"
+    severity = Severity.WARNING
+    options = {"max-dead-fraction": 0.5}
+    kinds = RELU_FAMILY
+
+    def flagged(self, stats):
+        return stats.dead_fraction is not None and stats.dead_fraction > self.config["max-dead-fraction"]
+
+    def message(self, group):
+        worst = max(group, key=lambda s: s.dead_fraction)
+        dead = round(worst.dead_fraction * worst.units)
+        return (f"{_where(group)}: {dead} of {worst.units} units ({worst.dead_fraction:.0%}) are inactive "
+                f"for every probe sample with the initial weights (input mean {fmt(worst.mean)}, std "
+                f"{fmt(worst.std)}), so they pass no gradient"
+                + (" (worst of the calls)" if len(group) > 1 else ""))
+
+
+# --------------------------------------------------------------------------- GC304 / GC305
+
+class _GradientGainRule(Rule):
+    needs_weights = True
+    severity = Severity.WARNING
+
+    def check(self, graph: ModelGraph) -> Iterable[Finding]:
+        result = probe(graph)
+        # Layers inside a residual branch are compared with nothing: LayerScale / zero-init
+        # branch ends give them tiny gradients on purpose, and the skip carries the signal.
+        weights = layer_weights(graph)
+        layers = [g for g in result.gradients if g.grad_norm > 0 and g.param in weights
+                  and on_main_path(graph, g.param)] \
+            if not result.error else []
+        if len(layers) < 2:
+            return
+        first, last = layers[0], layers[-1]
+        ratio = first.grad_norm / last.grad_norm
+        if not self.flagged(ratio):
+            return
+        steps = [(a, b, a.grad_norm / b.grad_norm) for a, b in zip(layers, layers[1:])]
+        steps.sort(key=lambda step: step[2], reverse=not self.vanishing)
+        where = "; ".join(f"x{fmt(r)} from `{b.module or b.param}` to `{a.module or a.param}`"
+                          for a, b, r in steps[:3])
+        victims = [g.param for g in layers if self.flagged(g.grad_norm / last.grad_norm)]
+        message = (f"the gradient of the first trainable layer `{first.param}` has norm {fmt(first.grad_norm)}, "
+                   f"the last one's (`{last.param}`) {fmt(last.grad_norm)}: ratio {fmt(ratio)} "
+                   f"({self.verb} the limit {fmt(self.limit)}) over {len(layers)} layers. The gain "
+                   f"{'collapses' if self.vanishing else 'grows'} most at: {where}")
+        node = graph.parameters[first.param].node if first.param in graph.parameters else None
+        users = list(graph.graph.successors(node)) if node in graph.graph else []
+        location = nearest_location(graph, users) or (graph.parameters[first.param].location
+                                                      if first.param in graph.parameters else None)
+        nodes = [graph.parameters[g.param].node for g in layers if g.param in graph.parameters]
+        yield self.finding(message, parameters=victims,
+                           path=[g.module or g.param for g in layers], location=location, nodes=nodes)
+
+
+@register
+class VanishingGradientAtInit(_GradientGainRule):
+    """The first layers' gradient is orders of magnitude smaller than the last layer's, at init.
+
+    ## What it does
+    Runs one forward + backward pass with the model's real initial weights on the example
+    inputs (and the loss, if given) and compares the gradient norm of the first trainable
+    weight (in the order forward uses them) with the last one's. It reports a ratio below
+    `min-ratio` (default 1e-4) and names the layers where the gradient shrinks most.
+
+    ## Why is this bad?
+    With a gradient 10^4 times smaller, the first layers effectively do not train at a
+    learning rate that suits the last ones: the network behaves like a shallow one on
+    top of random features.
+
+    ## Example
+    ```python
+    layers = []
+    for _ in range(20):
+        layers += [nn.Linear(64, 64), nn.Sigmoid()]
+    ```
+
+    ## Use instead
+    Use non-saturating activations, normalisation layers or residual connections, and
+    an initialisation matched to the activation (Kaiming for ReLU, Xavier for tanh).
+    """
+
+    code = "GC304"
+    name = "vanishing-gradient-at-init"
+    options = {"min-ratio": 1e-4}
+    vanishing = True
+    verb = "below"
+
+    @property
+    def limit(self):
+        return self.config["min-ratio"]
+
+    def flagged(self, ratio):
+        return ratio < self.config["min-ratio"]
+
+
+@register
+class ExplodingGradientAtInit(_GradientGainRule):
+    """The first layers' gradient is orders of magnitude larger than the last layer's, at init.
+
+    ## What it does
+    Runs one forward + backward pass with the model's real initial weights and compares
+    the gradient norm of the first trainable weight with the last one's. It reports a
+    ratio above `max-ratio` (default 1e4) and names the layers where the gradient grows
+    most.
+
+    ## Why is this bad?
+    The first layers get huge updates at any learning rate small enough for the last
+    ones: training diverges or needs aggressive clipping.
+
+    ## Example
+    ```python
+    for layer in self.layers:            # 30 plain Linear + ReLU layers
+        nn.init.normal_(layer.weight, std=0.5)
+    ```
+
+    ## Use instead
+    Use Kaiming / Xavier initialisation for the activation, normalisation layers or
+    residual connections.
+    """
+
+    code = "GC305"
+    name = "exploding-gradient-at-init"
+    options = {"max-ratio": 1e4}
+    vanishing = False
+    verb = "above"
+
+    @property
+    def limit(self):
+        return self.config["max-ratio"]
+
+    def flagged(self, ratio):
+        return ratio > self.config["max-ratio"]
