@@ -202,52 +202,60 @@ def _attribute_line(cls: type, attribute: str) -> Location | None:
 class GradTracker:
     """Maps autograd nodes back to graph nodes, so each op's real gradient inputs are known.
 
-    After an op runs, walking back from the ``grad_fn`` of its outputs until reaching a
-    ``grad_fn`` (or an ``AccumulateGrad`` leaf) that belongs to an earlier graph node gives
-    exactly the earlier nodes autograd will send a gradient to through this op.
+    After an op runs, walking back from the ``grad_fn`` of its outputs until reaching an
+    output of a ``grad_fn`` (or an ``AccumulateGrad`` leaf) that belongs to an earlier graph
+    node gives exactly the earlier nodes autograd will send a gradient to through this op.
+    Outputs are keyed by ``(grad_fn, output_nr)``: the pieces of one ``split`` share a
+    ``grad_fn`` but are different values.
     """
 
     def __init__(self) -> None:
-        self._owner: dict[int, str] = {}
+        self._owner: dict[tuple[int, int], str] = {}
         self._alive: list[Any] = []   # keeps ids stable while the trace is alive
 
     @staticmethod
     def _key(tensor: torch.Tensor):
         if tensor.grad_fn is not None:
-            return tensor.grad_fn
+            return tensor.grad_fn, tensor.output_nr
         if tensor.requires_grad:
-            return tensor
+            return tensor, 0
         return None
 
     def register(self, node_id: str, value: Any) -> None:
         for tensor in tensors_in(value):
             key = self._key(tensor)
             if key is not None:
-                self._owner[id(key)] = node_id
-                self._alive.append(key)
+                self._owner[(id(key[0]), key[1])] = node_id
+                self._alive.append(key[0])
 
     def upstream(self, value: Any) -> set[str]:
         found: set[str] = set()
         stack = [self._key(t) for t in tensors_in(value)]
-        seen: set[int] = set()
+        seen: set[tuple[int, int]] = set()
+        expanded: set[int] = set()
         while stack:
-            fn = stack.pop()
-            if fn is None or id(fn) in seen:
+            entry = stack.pop()
+            if entry is None:
                 continue
-            seen.add(id(fn))
-            owner = self._owner.get(id(fn))
+            fn, output_nr = entry
+            key = (id(fn), output_nr)
+            if key in seen:
+                continue
+            seen.add(key)
+            owner = self._owner.get(key)
             if owner is not None:
                 found.add(owner)
                 continue
-            if isinstance(fn, torch.Tensor):
+            if isinstance(fn, torch.Tensor) or id(fn) in expanded:
                 continue
+            expanded.add(id(fn))
             variable = getattr(fn, "variable", None)  # AccumulateGrad of a leaf
             if variable is not None:
-                owner = self._owner.get(id(variable))
+                owner = self._owner.get((id(variable), 0))
                 if owner is not None:
                     found.add(owner)
                 continue
-            stack.extend(next_fn for next_fn, _ in fn.next_functions if next_fn is not None)
+            stack.extend((next_fn, nr) for next_fn, nr in fn.next_functions if next_fn is not None)
         return found
 
 
