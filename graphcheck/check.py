@@ -20,7 +20,7 @@ from graphcheck.errors import GraphcheckError
 from graphcheck.loader import load_loss, load_target
 from graphcheck.registry import parse_codes, selected_rules
 from graphcheck.report import TargetResult
-from graphcheck.trace import FRONTENDS, build_graph
+from graphcheck.trace import FRONTENDS, build_graph, prefer_sources
 
 
 def check(model: torch.nn.Module | str, inputs: Iterable | None = None, *, loss: Callable | str | None = None,
@@ -30,37 +30,25 @@ def check(model: torch.nn.Module | str, inputs: Iterable | None = None, *, loss:
     """Analyse one model (an ``nn.Module`` or a TARGET string) and return its result.
 
     With ``meta`` a TARGET's factory builds the model on the meta device (no weights are
-    allocated; rules that read weight values are skipped). Errors in the input (a target that cannot be loaded, a model no frontend can trace,
-    a bad loss) do not raise: the result has ``status == "error"`` and ``error`` says why.
+    allocated; rules that read weight values are skipped). Errors in the input (a target
+    that cannot be loaded, a model no frontend can trace, a bad loss) do not raise: the result has ``status == "error"`` and ``error`` says why.
     """
     label = name or (model if isinstance(model, str) else type(model).__name__)
     result = TargetResult(target=label, mode=mode)
     started = time.perf_counter()
     try:
+        target_file = None
         if isinstance(model, str):
             loaded = load_target(model, meta=meta)
-            model, target_inputs = loaded.model, loaded.inputs
+            model, target_inputs, target_file = loaded.model, loaded.inputs, loaded.file
             inputs = tuple(inputs) if inputs else target_inputs
         inputs = tuple(inputs or ())
         if isinstance(loss, str):
             loss = load_loss(loss)
         result.timings["build"] = time.perf_counter() - started
-        traced_at = time.perf_counter()
-        graph = build_graph(model, inputs, loss, mode=mode, frontends=frontends, target=label)
-        result.timings["trace"] = time.perf_counter() - traced_at
-        result.graph, result.frontend, result.device = graph, graph.frontend, graph.device
-        result.parameters = graph.counts()
-        result.notes.extend(graph.notes)
-        rules_at = time.perf_counter()
-        findings = []
-        for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options):
-            if rule.needs_weights and not graph.has_weights:
-                result.notes.append(f"{rule.code} {rule.name} skipped: the model is on the meta device")
-                continue
-            findings.extend(rule.check(graph))
-        result.findings = _without_ignored_parameters(findings, ignore_parameters)
-        result.findings.sort(key=lambda f: (f.location.file if f.location else "", f.location.line if f.location else 0, f.code))
-        result.timings["rules"] = time.perf_counter() - rules_at
+        with prefer_sources(target_file):
+            _analyse(result, model, inputs, loss, mode=mode, frontends=frontends, select=select,
+                     ignore=ignore, rule_options=rule_options, ignore_parameters=ignore_parameters)
     except GraphcheckError as exc:
         result.status, result.error, result.detail = "error", exc.message, exc.detail or traceback.format_exc()
     except Exception as exc:  # graphcheck's own bug: still a clear message, never a bare traceback
@@ -69,6 +57,28 @@ def check(model: torch.nn.Module | str, inputs: Iterable | None = None, *, loss:
                         "Please report it with the output of --debug.")
         result.detail = traceback.format_exc()
     return result
+
+
+def _analyse(result: TargetResult, model, inputs, loss, *, mode, frontends, select, ignore,
+             rule_options, ignore_parameters) -> None:
+    """Trace, run the selected rules, filter; fills ``result`` (timings included)."""
+    traced_at = time.perf_counter()
+    graph = build_graph(model, inputs, loss, mode=mode, frontends=frontends, target=result.target)
+    result.timings["trace"] = time.perf_counter() - traced_at
+    result.graph, result.frontend, result.device = graph, graph.frontend, graph.device
+    result.parameters = graph.counts()
+    result.notes.extend(graph.notes)
+    rules_at = time.perf_counter()
+    findings = []
+    for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options):
+        if rule.needs_weights and not graph.has_weights:
+            result.notes.append(f"{rule.code} {rule.name} skipped: the model is on the meta device")
+            continue
+        findings.extend(rule.check(graph))
+    result.findings = _without_ignored_parameters(findings, ignore_parameters)
+    result.findings.sort(key=lambda f: (f.location.file if f.location else "",
+                                        f.location.line if f.location else 0, f.code))
+    result.timings["rules"] = time.perf_counter() - rules_at
 
 
 def _without_ignored_parameters(findings, patterns):

@@ -15,7 +15,9 @@ autograd graph of its result says which outputs reach it differentiably.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
+import inspect
 import os
 import re
 import traceback
@@ -55,14 +57,35 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
     return [leaf for leaf in pytree.tree_leaves(value) if isinstance(leaf, torch.Tensor)]
 
 
+_PREFERRED_FILES: contextvars.ContextVar[frozenset] = contextvars.ContextVar("preferred", default=frozenset())
+
+
+@contextlib.contextmanager
+def prefer_sources(*files: str | None):
+    """Point findings at lines of these files (the target's) when the stack passes through them."""
+    extra = {os.path.abspath(f) for f in files if f}
+    token = _PREFERRED_FILES.set(_PREFERRED_FILES.get() | extra)
+    try:
+        yield
+    finally:
+        _PREFERRED_FILES.reset(token)
+
+
 def location_from_frames(frames: Iterable[tuple[str, int]]) -> Location | None:
-    """The innermost frame that is the user's code (not torch, not graphcheck)."""
-    best = None
+    """The innermost frame in the target's own files, else the innermost that is not torch or graphcheck.
+
+    A wrapper around a library model should hear about *its* line (``h = self.bert(x)`` under
+    ``no_grad``), not about a line deep inside the library.
+    """
+    preferred = _PREFERRED_FILES.get()
+    best = best_preferred = None
     for filename, lineno in frames:
         if not filename or filename.startswith("<") or filename.startswith(_SKIP_DIRS):
             continue
         best = Location(filename, int(lineno))
-    return best
+        if preferred and os.path.abspath(filename) in preferred:
+            best_preferred = best
+    return best_preferred or best
 
 
 _FRAME_RE = re.compile(r'File "([^"]+)", line (\d+)')
@@ -448,7 +471,8 @@ class _GraphInterpreter(fx.Interpreter):
     """Runs an fx graph node by node and records each node in the GraphBuilder."""
 
     def __init__(self, gm: fx.GraphModule, builder: GraphBuilder, *, prefix: str = "",
-                 bindings: dict[str, str] | None = None, placeholder_ids: list[str] | None = None):
+                 bindings: dict[str, str] | None = None, placeholder_ids: list[str] | None = None,
+                 region: str | None = None):
         super().__init__(gm, garbage_collect_values=False)
         self.builder = builder
         self.prefix = prefix
@@ -456,6 +480,8 @@ class _GraphInterpreter(fx.Interpreter):
         self.bindings = bindings or {}            # placeholder name -> param/buffer name
         self.placeholder_ids = placeholder_ids    # for nested graphs: the outer node ids
         self._placeholder_index = 0
+        # The grad-disabled block (no_grad in forward) the current op runs in, by its first node.
+        self.region = region
 
     def _inputs(self, node: fx.Node) -> list[str]:
         return [self.ids[n] for n in node.all_input_nodes if n in self.ids]
@@ -533,6 +559,10 @@ class _GraphInterpreter(fx.Interpreter):
             if node.target is _set_grad_enabled:
                 target = "set_grad_enabled"
         extra["scalars"] = _scalar_args(node)
+        if node.target is _set_grad_enabled:
+            self.region = None if node.args[0] else (self.region or node_id)
+        if self.region is not None:
+            extra["region"] = self.region
         try:
             value = super().run_node(node)
         except Exception as exc:
@@ -551,7 +581,7 @@ class _GraphInterpreter(fx.Interpreter):
         args = self.map_nodes_to_values(tuple(arg_nodes), node)
         outer_ids = [self.ids.get(a) if isinstance(a, fx.Node) else None for a in arg_nodes]
         nested = _GraphInterpreter(submodule, self.builder, prefix=f"{node_id}.",
-                                   placeholder_ids=outer_ids)
+                                   placeholder_ids=outer_ids, region=None if mode else node_id)
         with torch.set_grad_enabled(bool(mode)):
             value = nested.run(*args)
         output_node = next(n for n in submodule.graph.nodes if n.op == "output")
@@ -700,6 +730,7 @@ class _Recorder(TorchFunctionMode):
         self.producer: dict[int, str] = {}
         self.alive: list[Any] = []
         self.counter = 0
+        self.region: str | None = None
 
     def source_of(self, value: Any) -> str | None:
         if isinstance(value, torch.Tensor):
@@ -733,9 +764,14 @@ class _Recorder(TorchFunctionMode):
         mutated = [t for t in tensors_in((args, kwargs)) if before.get(id(t), t.grad_fn) is not t.grad_fn] \
             if "before" in locals() else []
         recorded_value = value if tensors_in(value) or not mutated else mutated
+        extra = {"scalars": [a for a in leaves if isinstance(a, (int, float)) and not isinstance(a, bool)]}
+        if torch.is_grad_enabled():
+            self.region = None
+        else:
+            self.region = extra["region"] = self.region or node_id
         self.builder.add(node_id, kind="op", target=name, value=recorded_value, inputs=inputs,
                          module=module_path, module_type=module_type, location=location_here(),
-                         extra={"scalars": [a for a in leaves if isinstance(a, (int, float)) and not isinstance(a, bool)]})
+                         extra=extra)
         self.register_value(node_id, value)
         for tensor in mutated:
             self.register_value(node_id, tensor)
@@ -829,6 +865,15 @@ def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None 
     if mode not in ("train", "eval"):
         raise GraphcheckError(f"mode must be 'train' or 'eval', not {mode!r}")
     model.train(mode == "train")
+    try:
+        model_file = inspect.getsourcefile(type(model))
+    except (TypeError, OSError):
+        model_file = None
+    with prefer_sources(model_file):
+        return _build_graph(model, tuple(inputs), loss_fn, mode, frontends, target)
+
+
+def _build_graph(model, inputs, loss_fn, mode, frontends, target) -> ModelGraph:
     table = ParamTable(model)
     devices = ["meta", "cpu"] if table.real else ["meta"]
     failures: list[str] = []

@@ -77,6 +77,7 @@ class Verdict:
     path: list[str] = field(default_factory=list)
     reason: str = ""
     location: Location | None = None
+    group: str | None = None                # findings with one root cause share it (a no_grad block)
 
 
 def _is_zero_literal(data: dict) -> bool:
@@ -231,8 +232,11 @@ def _detached_verdict(mg, name, node, data_view, grad_view) -> Verdict:
             target = data.get("target", "")
             op = f"`{mg.describe(v)}`"
             if not data.get("grad_enabled", True) or data.get("region_grad_enabled") is False:
-                reason = (f"{op} runs with gradients disabled (`torch.no_grad()`, "
-                          "`set_grad_enabled(False)` or `inference_mode()` in forward)")
+                region = data.get("region") or v
+                return Verdict(name, "detached", cause=v, path=path, group=f"region:{region}",
+                               reason=(f"{op} runs with gradients disabled (a `torch.no_grad()`, "
+                                       "`set_grad_enabled(False)` or `inference_mode()` block in forward)"),
+                               location=_nearest_location(mg, path, path.index(v)))
             elif target in _DETACHING:
                 reason = f"{_DETACHING[target]} cuts the autograd graph"
             elif data.get("tensor") and not data.get("floating", True):

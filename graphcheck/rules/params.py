@@ -27,16 +27,18 @@ class _GradientRule(Rule):
         for verdict in analyse(graph).values():
             if verdict.kind == self.verdict:
                 groups[self.group_key(graph, verdict)].append(verdict)
+        order = {node: index for index, node in enumerate(graph.graph)}
         for verdicts in groups.values():
             params = [v.param for v in verdicts]
-            first = verdicts[0]
+            # Explain the group by its earliest cause in execution order (the block's first op).
+            first = min(verdicts, key=lambda v: order.get(v.cause, len(order)))
             nodes = sorted({graph.parameters[p].node for p in params} | set(first.path))
             yield self.finding(self.message(graph, first, params), parameters=params,
                                path=readable_path(graph, first.path), location=first.location,
                                nodes=nodes)
 
     def group_key(self, graph: ModelGraph, verdict: Verdict) -> tuple:
-        return (verdict.cause, verdict.reason)
+        return (verdict.group,) if verdict.group else (verdict.cause, verdict.reason)
 
     def message(self, graph: ModelGraph, verdict: Verdict, params: list[str]) -> str:
         raise NotImplementedError
