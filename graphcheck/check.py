@@ -75,6 +75,9 @@ def _analyse(result: TargetResult, model, inputs, loss, *, mode, frontends, sele
             result.notes.append(f"{rule.code} {rule.name} skipped: the model is on the meta device")
             continue
         findings.extend(rule.check(graph))
+    probe = graph._cache.get("probe")
+    if probe is not None and probe.error:
+        result.notes.append(f"probe-based rules (GC302-GC305) found nothing to say: {probe.error}")
     result.findings = _without_ignored_parameters(findings, ignore_parameters)
     result.findings.sort(key=lambda f: (f.location.file if f.location else "",
                                         f.location.line if f.location else 0, f.code))

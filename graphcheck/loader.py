@@ -70,6 +70,10 @@ def import_module_from(where: str, is_file: bool, spec: str):
         sys.modules[module_name] = module
         try:
             import_spec.loader.exec_module(module)
+        except SystemExit as exc:
+            raise GraphcheckError(
+                f"Importing {where} called sys.exit({exc.code!r}). graphcheck runs the file like "
+                "`python` would; put script code under `if __name__ == \"__main__\":`.") from None
         except SyntaxError as exc:
             raise GraphcheckError(
                 f"{os.path.relpath(exc.filename or path)}:{exc.lineno}: syntax error: {exc.msg}. "
@@ -83,6 +87,8 @@ def import_module_from(where: str, is_file: bool, spec: str):
         return module, path
     try:
         module = importlib.import_module(where)
+    except SystemExit as exc:
+        raise GraphcheckError(f"Importing {where} called sys.exit({exc.code!r}).") from None
     except ModuleNotFoundError as exc:
         raise GraphcheckError(
             f"Cannot import module {where!r}: {exc}. Install the package or run graphcheck from "
@@ -138,6 +144,9 @@ def load_target(spec: str, *, meta: bool = False) -> LoadedTarget:
             result = factory()
     except GraphcheckError:
         raise
+    except SystemExit as exc:
+        raise GraphcheckError(
+            f"The factory {spec} called sys.exit({exc.code!r}); it must return the model instead.") from None
     except Exception as exc:
         raise GraphcheckError(
             f"The factory {spec} raised {type(exc).__name__}: {exc}{_short_traceback(exc, file)}. "
@@ -168,5 +177,9 @@ def parse_input_shapes(shapes: list[str] | tuple[str, ...]) -> tuple:
             raise GraphcheckError(f"--input-shape {text!r} is not a shape; write it like 1,3,224,224.") from None
         if not dims or any(d <= 0 for d in dims):
             raise GraphcheckError(f"--input-shape {text!r} needs positive sizes, like 1,3,224,224.")
-        inputs.append(torch.randn(dims, device="meta"))
+        try:
+            inputs.append(torch.randn(dims, device="meta"))
+        except (TypeError, RuntimeError, OverflowError) as exc:
+            raise GraphcheckError(f"--input-shape {text!r} is too large ({type(exc).__name__}); "
+                                  "give realistic sizes like 1,3,224,224.") from None
     return tuple(inputs)

@@ -40,6 +40,9 @@ from graphcheck.trace import location_here, op_name, tensors_in
 SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign", "log_sigmoid"})
 RELU_FAMILY = frozenset({"relu", "relu6"})
 # Largest derivative of each saturating activation (sigmoid' <= 1/4, the others <= 1).
+MAX_PROBE_INPUT_ELEMENTS = 10_000_000
+MAX_PROBE_PARAMETERS = 200_000_000
+
 MAX_DERIVATIVE = {"sigmoid": 0.25, "tanh": 1.0, "hardtanh": 1.0, "hardsigmoid": 1.0 / 6.0,
                   "softsign": 1.0, "log_sigmoid": 1.0}
 # An entry counts as saturated where the derivative is below this share of the maximum.
@@ -236,6 +239,13 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
     result = Probe()
     if model is None or any(p.is_meta for p in model.parameters()):
         result.error = "the model has no real weights"
+        return result
+    input_elements = sum(t.numel() for t in tensors_in(tuple(inputs)))
+    parameter_elements = sum(p.numel() for p in model.parameters())
+    if input_elements > MAX_PROBE_INPUT_ELEMENTS or parameter_elements > MAX_PROBE_PARAMETERS:
+        # The probe runs real arithmetic on the CPU; beyond these sizes it would not fit or finish.
+        result.error = (f"the model ({parameter_elements:,} weights) or its inputs ({input_elements:,} "
+                        "elements) are too large for a CPU probe pass")
         return result
     inputs = _materialise(tuple(inputs))
     batch = max(_batch_size(inputs), 1)

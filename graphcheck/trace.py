@@ -566,7 +566,8 @@ class _GraphInterpreter(fx.Interpreter):
         try:
             value = super().run_node(node)
         except Exception as exc:
-            raise FrontendError(f"running {node.format_node()} failed: {type(exc).__name__}: {exc}") from exc
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise FrontendError(f"running {node.format_node()} failed: {type(exc).__name__}: {first_line}") from exc
         location = location_from_stack_trace(node.stack_trace or node.meta.get("stack_trace"))
         self.ids[node] = builder.add(node_id, kind="op", target=target, value=value, inputs=inputs,
                                      module=module_path, module_type=module_type,
@@ -600,7 +601,8 @@ def _run_interpreter(interp: "_GraphInterpreter", args) -> Any:
     except (FrontendError, GraphcheckError):
         raise
     except Exception as exc:
-        raise FrontendError(f"running the traced graph failed: {type(exc).__name__}: {exc}") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise FrontendError(f"running the traced graph failed: {type(exc).__name__}: {first_line}") from exc
 
 
 def _scalar_args(node: fx.Node) -> list:
@@ -623,7 +625,8 @@ def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, 
         graph = _GradModeTracer().trace(model, concrete_args=_none_arguments(model, inputs))
         gm = fx.GraphModule(model, graph)
     except Exception as exc:
-        raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {exc}") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {first_line}") from exc
     if not inputs:
         inputs = infer_inputs(gm)
     execution, tensors = table.execution(device)
@@ -667,11 +670,12 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
     try:
         import logging
         import warnings
-        torch_logger = logging.getLogger("torch")
-        level = torch_logger.level
-        torch_logger.setLevel(logging.ERROR)   # export logs guard details the user cannot act on
         with warnings.catch_warnings(), contextlib.ExitStack() as restore:
-            restore.callback(torch_logger.setLevel, level)
+            # export logs guard details and fake-tensor tracebacks the user cannot act on
+            for name in ("torch", "torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes"):
+                logger = logging.getLogger(name)
+                restore.callback(logger.setLevel, logger.level)
+                logger.setLevel(logging.CRITICAL)
             warnings.simplefilter("ignore")
             program = torch.export.export(model, _to_device(tuple(inputs), "meta" if not table.real else "cpu"),
                                           strict=False)
@@ -814,7 +818,8 @@ def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, los
     except (GraphcheckError, FrontendError):
         raise
     except Exception as exc:
-        raise FrontendError(f"the forward pass on {device} failed: {type(exc).__name__}: {exc}") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise FrontendError(f"the forward pass on {device} failed: {type(exc).__name__}: {first_line}") from exc
     finally:
         for handle in handles:
             handle.remove()
@@ -853,6 +858,40 @@ def infer_inputs(gm: fx.GraphModule) -> tuple:
     return tuple(inputs)
 
 
+# --------------------------------------------------------------------------- checkpointing
+
+class _ReentrantCheckpointInTrace(Exception):
+    """fx cannot decide what a reentrant checkpoint differentiates (it needs real tensors)."""
+
+
+@contextlib.contextmanager
+def _reentrant_checkpoint_semantics():
+    """Run ``checkpoint(fn, *args, use_reentrant=True)`` as what it means for gradients.
+
+    A reentrant checkpoint runs ``fn`` under no_grad and recomputes it in backward, so its
+    autograd node hides the parameters used inside. For the analysis it is run directly:
+    with grad when a tensor argument requires grad, else under no_grad (then nothing inside
+    gets a gradient: the classic "None of the inputs have requires_grad=True" bug).
+    """
+    from torch.utils import checkpoint as checkpoint_module
+
+    original = checkpoint_module.CheckpointFunction.apply
+
+    def apply(function, preserve_rng_state, *args):
+        if any(isinstance(a, fx.Proxy) for a in args):
+            raise _ReentrantCheckpointInTrace("a reentrant torch.utils.checkpoint needs concrete tensors")
+        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            return function(*args)
+        with torch.no_grad():
+            return function(*args)
+
+    checkpoint_module.CheckpointFunction.apply = apply
+    try:
+        yield
+    finally:
+        checkpoint_module.CheckpointFunction.apply = original
+
+
 # --------------------------------------------------------------------------- entry point
 
 _FRONTEND_FUNCTIONS = {"fx": trace_fx, "export": trace_export, "autograd": trace_autograd}
@@ -877,20 +916,18 @@ def _build_graph(model, inputs, loss_fn, mode, frontends, target) -> ModelGraph:
     table = ParamTable(model)
     devices = ["meta", "cpu"] if table.real else ["meta"]
     failures: list[str] = []
+    loss_failures: list[LossError] = []
     for frontend in frontends:
         if frontend not in _FRONTEND_FUNCTIONS:
             raise GraphcheckError(f"Unknown frontend {frontend!r}; choose from {', '.join(FRONTENDS)}.")
         for device in devices:
             try:
-                builder = _FRONTEND_FUNCTIONS[frontend](model, tuple(inputs), table, loss_fn, device)
+                with _reentrant_checkpoint_semantics():
+                    builder = _FRONTEND_FUNCTIONS[frontend](model, tuple(inputs), table, loss_fn, device)
             except LossError as exc:
-                if device == devices[-1]:
-                    # The loss fails on real values too: that is the loss's problem, not tracing's.
-                    raise GraphcheckError(
-                        f"The loss raised an error on the model's output: {exc.cause}. graphcheck "
-                        "calls loss(output) with exactly what the model returns (a tensor, tuple, "
-                        "dict or ModelOutput); check that the loss accepts it.",
-                        detail=traceback.format_exc()) from exc
+                # On the last device the loss failed on real values; another frontend may still
+                # hand it the output it expects (fx turns a ModelOutput into a plain dict).
+                loss_failures.append(exc)
                 failures.append(f"{frontend} ({device}): {exc}")
                 continue
             except FrontendError as exc:
@@ -904,6 +941,12 @@ def _build_graph(model, inputs, loss_fn, mode, frontends, target) -> ModelGraph:
             return ModelGraph(graph=builder.graph, parameters=table.canonical, frontend=frontend,
                               mode=mode, device=device, target=target, notes=notes, model=model,
                               inputs=tuple(builder.inputs), loss_fn=loss_fn)
+    if loss_failures and all("loss raised" in f or "export failed" in f or "symbolic_trace failed" in f
+                             or "needs example inputs" in f for f in failures):
+        raise GraphcheckError(
+            f"The loss raised an error on the model's output: {loss_failures[-1].cause}. graphcheck "
+            "calls loss(output) with exactly what the model returns (a tensor, tuple, dict or "
+            "ModelOutput); check that the loss accepts it.", detail="\n".join(failures))
     raise TracingError(failures)
 
 

@@ -27,7 +27,7 @@ def markers(path: Path) -> set[tuple[int, str]]:
 
 def rule_of(path: Path) -> str | None:
     """fixtures/<family>/<rule-name>/bad.py -> rule-name (None for other fixtures)."""
-    if path.name in ("bad.py", "good.py"):
+    if path.name in ("bad.py", "good.py") and path.parent.parent.name != "regressions":
         return path.parent.name
     return None
 

@@ -139,14 +139,14 @@ class _ZeroValues:
 
 
 def _zero_valued_params(mg: ModelGraph) -> set[str]:
-    """Trainable parameters whose initial values are all zero (needs real weights)."""
+    """Parameters whose values are all zero (needs real weights); frozen ones stay zero for good."""
     if mg.model is None or not mg.has_weights:
         return set()
     named = dict(mg.model.named_parameters())
     zero = set()
     for name, info in mg.parameters.items():
         tensor = named.get(name)
-        if info.requires_grad and tensor is not None and not tensor.is_meta and tensor.numel() \
+        if tensor is not None and not tensor.is_meta and tensor.numel() \
                 and not bool(tensor.detach().any()):
             zero.add(name)
     return zero
@@ -173,7 +173,7 @@ def _analyse(mg: ModelGraph) -> dict[str, Verdict]:
         values = _ZeroValues(mg, staying_zero)
         nonzero = _nonzero_grad_view(mg, values)
         reaches = nx.ancestors(nonzero, LOSS) if LOSS in graph else set()
-        woken = {p for p in staying_zero if mg.parameters[p].node in reaches}
+        woken = {p for p in staying_zero if mg.parameters[p].requires_grad and mg.parameters[p].node in reaches}
         if not woken:
             break
         staying_zero -= woken
@@ -235,7 +235,8 @@ def _detached_verdict(mg, name, node, data_view, grad_view) -> Verdict:
                 region = data.get("region") or v
                 return Verdict(name, "detached", cause=v, path=path, group=f"region:{region}",
                                reason=(f"{op} runs with gradients disabled (a `torch.no_grad()`, "
-                                       "`set_grad_enabled(False)` or `inference_mode()` block in forward)"),
+                                       "`set_grad_enabled(False)` or `inference_mode()` block in forward, "
+                                       "or a reentrant checkpoint none of whose inputs requires grad)"),
                                location=_nearest_location(mg, path, path.index(v)))
             elif target in _DETACHING:
                 reason = f"{_DETACHING[target]} cuts the autograd graph"

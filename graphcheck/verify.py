@@ -1,0 +1,291 @@
+"""`--verify`: cross-check the GC1xx verdict against what autograd really does.
+
+After the static analysis, the model runs forward + loss + backward with its example
+inputs, outside every tracer:
+
+* on the ``meta`` device (no weights allocated, no arithmetic): which parameters end with
+  ``.grad is None``; when meta cannot run the model, the same pass on the CPU;
+* when the weights are real and the model is small enough: a few random input draws with
+  a few SGD steps each, on copies of the weights, to learn which gradients are not only
+  present but identically zero (and stay zero once the other weights have moved).
+
+The parameters autograd leaves without gradient are compared with graphcheck's own
+verdict for every trainable parameter (``rules.gradient_flow.analyse``, so a narrowed
+``--select`` or ``ignore-parameters`` does not look like a disagreement). Any difference
+is a graphcheck bug: the result becomes an error (exit code 2) that shows both sets.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch.utils import _pytree as pytree
+
+# Above these sizes the real-valued pass is skipped: it would allocate or compute too much.
+MAX_REAL_PARAMETERS = 50_000_000
+MAX_REAL_INPUT_ELEMENTS = 10_000_000
+DRAWS = 3
+STEPS = 3
+LEARNING_RATE = 0.1
+
+
+@dataclass
+class FindingCheck:
+    """One GC1xx finding and whether autograd agrees that its parameters get no gradient."""
+    code: str
+    name: str
+    parameters: list[str]
+    confirmed: bool | None          # None: cannot be decided (zero-gradient verdict on meta only)
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "name": self.name, "parameters": list(self.parameters),
+                "confirmed": self.confirmed}
+
+
+@dataclass
+class Verification:
+    """The outcome of ``--verify`` for one target."""
+    status: str                                   # "agree" | "disagree" | "failed"
+    method: str = ""                              # "meta", "cpu", "meta+cpu-steps", "cpu+cpu-steps"
+    autograd: set[str] = field(default_factory=set)       # no gradient according to autograd
+    graphcheck: set[str] = field(default_factory=set)     # no gradient according to graphcheck
+    missed: set[str] = field(default_factory=set)         # autograd: none; graphcheck: fine
+    spurious: set[str] = field(default_factory=set)       # graphcheck: none; autograd: fine
+    undecided: set[str] = field(default_factory=set)      # zero-gradient verdicts seen only on meta
+    findings: list[FindingCheck] = field(default_factory=list)
+    unreported: set[str] = field(default_factory=set)     # no gradient, but filtered by --select/ignore
+    message: str = ""
+
+    @property
+    def agrees(self) -> bool:
+        return self.status == "agree"
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "method": self.method,
+                "autograd": sorted(self.autograd), "graphcheck": sorted(self.graphcheck),
+                "missed": sorted(self.missed), "spurious": sorted(self.spurious),
+                "undecided": sorted(self.undecided), "unreported": sorted(self.unreported),
+                "findings": [f.to_dict() for f in self.findings], "message": self.message}
+
+
+class _RunFailed(Exception):
+    pass
+
+
+def default_loss(output: Any) -> torch.Tensor | None:
+    """DistributedDataParallel's assumption: every floating-point output tensor feeds the loss."""
+    parts = [t.sum() for t in pytree.tree_leaves(output)
+             if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+    if not parts:
+        return None
+    return torch.stack([p.float() for p in parts]).sum()
+
+
+def _canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """named_parameters() (first name of each tensor) and every alias -> its canonical name."""
+    canonical: dict[str, torch.Tensor] = {}
+    alias: dict[str, str] = {}
+    first_by_id: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        first = first_by_id.setdefault(id(param), name)
+        alias[name] = first
+        canonical.setdefault(first, param)
+    return canonical, alias
+
+
+def _inputs_on(inputs: tuple, device: str, generator: torch.Generator | None = None) -> tuple:
+    """Inputs moved to ``device``; meta inputs (--input-shape) or a generator give fresh random values."""
+    def convert(leaf):
+        if not isinstance(leaf, torch.Tensor):
+            return leaf
+        if device == "meta":
+            return leaf.detach().to("meta")
+        if leaf.is_meta or (generator is not None and leaf.is_floating_point()):
+            if leaf.is_floating_point():
+                return torch.randn(leaf.shape, dtype=leaf.dtype, generator=generator).to(device)
+            return torch.zeros(leaf.shape, dtype=leaf.dtype, device=device)
+        return leaf.detach().to(device).clone()
+    return pytree.tree_map(convert, inputs)
+
+
+def _run(model, tensors: dict[str, torch.Tensor], inputs: tuple, loss_fn: Callable | None):
+    """forward + loss + backward with ``tensors`` swapped in; returns False when nothing reaches the loss."""
+    try:
+        with torch.enable_grad():
+            output = torch.func.functional_call(model, tensors, tuple(inputs), tie_weights=True, strict=False)
+            loss = (loss_fn or default_loss)(output)
+            if loss is None or not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+                return False
+            (loss.sum() if loss.numel() != 1 else loss.reshape(())).backward()
+    except Exception as exc:
+        raise _RunFailed(f"{type(exc).__name__}: {exc}") from exc
+    return True
+
+
+def _buffers(model, device: str) -> dict[str, torch.Tensor]:
+    return {name: (buf.to("meta") if device == "meta" else buf.detach().clone())
+            for name, buf in model.named_buffers(remove_duplicate=False)}
+
+
+def none_gradient_pass(model, inputs: tuple, loss_fn, device: str) -> set[str]:
+    """Trainable parameters whose ``.grad`` is None after one backward pass on ``device``."""
+    canonical, _ = _canonical_parameters(model)
+    leaves = {}
+    for name, param in canonical.items():
+        if device == "meta":
+            value = torch.empty_like(param, device="meta")
+        else:
+            value = param.detach().clone()
+        leaves[name] = torch.nn.Parameter(value, requires_grad=param.requires_grad)
+    _run(model, {**_buffers(model, device), **leaves}, _inputs_on(inputs, device), loss_fn)
+    return {n for n, p in leaves.items() if p.requires_grad and p.grad is None}
+
+
+def zero_gradient_steps(model, inputs: tuple, loss_fn, draws: int = DRAWS, steps: int = STEPS,
+                        lr: float = LEARNING_RATE) -> set[str]:
+    """Trainable parameters whose gradient is None or all zeros for every draw and SGD step (CPU)."""
+    canonical, _ = _canonical_parameters(model)
+    trainable = [n for n, p in canonical.items() if p.requires_grad]
+    generator = torch.Generator().manual_seed(0)
+    ever_nonzero: set[str] = set()
+    for draw in range(draws):
+        weights = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in canonical.items()}
+        buffers = _buffers(model, "cpu")
+        for step in range(steps):
+            batch = _inputs_on(inputs, "cpu", None if draw == step == 0 else generator)
+            for tensor in weights.values():
+                tensor.grad = None
+            if not _run(model, {**buffers, **weights}, batch, loss_fn):
+                break
+            with torch.no_grad():
+                for name in trainable:
+                    grad = weights[name].grad
+                    if grad is None:
+                        continue
+                    if bool(grad.ne(0).any()):
+                        ever_nonzero.add(name)
+                    weights[name].sub_(lr * grad)
+        if len(ever_nonzero) == len(trainable):
+            break
+    return set(trainable) - ever_nonzero
+
+
+def _numel(values) -> int:
+    return sum(t.numel() for t in pytree.tree_leaves(values) if isinstance(t, torch.Tensor))
+
+
+def autograd_verdict(model, inputs: tuple, loss_fn, mode: str = "train") -> tuple[set[str], str, bool]:
+    """(parameters autograd leaves without gradient, how that was measured, whether zeros were tested)."""
+    model.train(mode == "train")
+    canonical, _ = _canonical_parameters(model)
+    real = bool(canonical) and not any(p.is_meta for p in canonical.values())
+    try:
+        none_set, method = none_gradient_pass(model, inputs, loss_fn, "meta"), "meta"
+    except _RunFailed as meta_failure:
+        if not real:
+            raise _RunFailed(f"the forward/backward pass on the meta device failed ({meta_failure}) "
+                             "and the model has no real weights to run on the CPU") from None
+        none_set, method = none_gradient_pass(model, inputs, loss_fn, "cpu"), "cpu"
+    if not real:
+        return none_set, method, not canonical
+    small = (_numel(list(canonical.values())) <= MAX_REAL_PARAMETERS
+             and _numel(inputs) <= MAX_REAL_INPUT_ELEMENTS)
+    if not small:
+        return none_set, method, False
+    zero_set = zero_gradient_steps(model, inputs, loss_fn)
+    return zero_set | none_set, method + "+cpu-steps", True
+
+
+def verify_graph(graph, findings=()) -> Verification:
+    """Compare graphcheck's verdicts on ``graph`` (a ModelGraph) with autograd's."""
+    from graphcheck.rules.gradient_flow import analyse
+
+    verdicts = analyse(graph)
+    flagged = {name for name, v in verdicts.items() if v.kind != "ok"}
+    zero_kind = {name for name, v in verdicts.items() if v.kind == "zero"}
+    try:
+        autograd, method, values_tested = autograd_verdict(graph.model, tuple(graph.inputs),
+                                                           graph.loss_fn, graph.mode)
+    except _RunFailed as exc:
+        return Verification(status="failed", graphcheck=flagged,
+                            message=f"could not verify: {exc}")
+    finally:
+        graph.model.train(graph.mode == "train")
+    if values_tested:
+        missed, spurious, undecided = autograd - flagged, flagged - autograd, set()
+    else:
+        # Without values autograd only shows missing gradients, not identically zero ones.
+        missed = autograd - flagged
+        undecided = zero_kind - autograd
+        spurious = (flagged - zero_kind) - autograd
+    checks = []
+    reported = set()
+    for finding in findings:
+        if not finding.code.startswith("GC1"):
+            continue
+        params = list(finding.parameters)
+        reported.update(params)
+        if all(p in autograd for p in params):
+            confirmed = True
+        elif any(p in spurious or p not in flagged for p in params):
+            confirmed = False
+        else:
+            confirmed = None
+        checks.append(FindingCheck(finding.code, finding.name, params, confirmed))
+    status = "disagree" if missed or spurious else "agree"
+    verification = Verification(status=status, method=method, autograd=autograd, graphcheck=flagged,
+                                missed=missed, spurious=spurious, undecided=undecided,
+                                findings=checks, unreported=(autograd & flagged) - reported)
+    verification.message = _describe(verification)
+    return verification
+
+
+def _names(names: set[str], limit: int = 12) -> str:
+    ordered = sorted(names)
+    shown = ", ".join(ordered[:limit]) or "none"
+    return shown + (f" and {len(ordered) - limit} more" if len(ordered) > limit else "")
+
+
+def _describe(v: Verification) -> str:
+    how = {"meta": "one backward pass on the meta device",
+           "cpu": "one backward pass on the CPU",
+           "meta+cpu-steps": f"a meta backward pass and {DRAWS} random draws x {STEPS} SGD steps on the CPU",
+           "cpu+cpu-steps": f"a CPU backward pass and {DRAWS} random draws x {STEPS} SGD steps"}.get(v.method, v.method)
+    if v.status == "agree":
+        confirmed = sum(1 for f in v.findings if f.confirmed)
+        text = (f"verified with {how}: autograd agrees ({len(v.autograd)} parameter(s) without gradient; "
+                f"{confirmed} of {len(v.findings)} GC1xx finding(s) confirmed)")
+        if v.undecided:
+            text += (f"; identically-zero gradients of {_names(v.undecided)} need real weights "
+                     "and were not checked")
+        if v.unreported:
+            text += f"; not reported because of --select/--ignore/ignore-parameters: {_names(v.unreported)}"
+        return text
+    return ("graphcheck and autograd disagree about which parameters get no gradient "
+            f"(checked with {how}). This is a bug in graphcheck: please report it with this "
+            "message and the model. "
+            f"Autograd leaves without gradient: {_names(v.autograd)}. "
+            f"graphcheck says: {_names(v.graphcheck)}. "
+            f"Missed by graphcheck: {_names(v.missed)}. "
+            f"Wrongly flagged by graphcheck: {_names(v.spurious)}.")
+
+
+def verify_result(result) -> "Verification | None":
+    """Verify one ok TargetResult in place: ``result.verification``, a note, and an error on disagreement."""
+    if result.status != "ok" or result.graph is None or result.graph.model is None:
+        return None
+    try:
+        verification = verify_graph(result.graph, result.findings)
+    except Exception as exc:   # the checker must not crash the report
+        verification = Verification(status="failed", message=(
+            f"could not verify: internal error {type(exc).__name__}: {exc}"))
+        result.detail = (result.detail or "") + traceback.format_exc()
+    result.verification = verification
+    result.notes.append(verification.message)
+    if verification.status == "disagree":
+        result.status = "error"
+        result.error = verification.message
+    return verification
