@@ -78,14 +78,37 @@ def location_from_frames(frames: Iterable[tuple[str, int]]) -> Location | None:
     ``no_grad``), not about a line deep inside the library.
     """
     preferred = _PREFERRED_FILES.get()
-    best = best_preferred = None
+    best = best_own = best_preferred = None
     for filename, lineno in frames:
         if not filename or filename.startswith("<") or filename.startswith(_SKIP_DIRS):
             continue
         best = Location(filename, int(lineno))
+        if not is_library_file(filename):
+            best_own = best
         if preferred and os.path.abspath(filename) in preferred:
             best_preferred = best
-    return best_preferred or best
+    return best_preferred or best_own or best
+
+
+def _library_dirs() -> tuple[str, ...]:
+    import site
+    import sysconfig
+    dirs = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    try:
+        dirs.update(site.getsitepackages())
+    except AttributeError:   # virtualenvs without site.getsitepackages
+        pass
+    return tuple(os.path.join(os.path.abspath(d), "") for d in dirs)
+
+
+_LIBRARY_DIRS = _library_dirs()
+
+
+def is_library_file(filename: str) -> bool:
+    """Installed packages (transformers, timm): code the user did not write."""
+    path = os.path.abspath(filename)
+    return path.startswith(_LIBRARY_DIRS) or f"{os.sep}site-packages{os.sep}" in path \
+        or f"{os.sep}dist-packages{os.sep}" in path
 
 
 _FRAME_RE = re.compile(r'File "([^"]+)", line (\d+)')
@@ -472,7 +495,7 @@ class _GraphInterpreter(fx.Interpreter):
 
     def __init__(self, gm: fx.GraphModule, builder: GraphBuilder, *, prefix: str = "",
                  bindings: dict[str, str] | None = None, placeholder_ids: list[str] | None = None,
-                 region: str | None = None):
+                 region: str | None = None, originals: dict[str, torch.Tensor] | None = None):
         super().__init__(gm, garbage_collect_values=False)
         self.builder = builder
         self.prefix = prefix
@@ -482,6 +505,7 @@ class _GraphInterpreter(fx.Interpreter):
         self._placeholder_index = 0
         # The grad-disabled block (no_grad in forward) the current op runs in, by its first node.
         self.region = region
+        self.originals = originals or {}      # placeholder name -> buffer/constant real value
 
     def _inputs(self, node: fx.Node) -> list[str]:
         return [self.ids[n] for n in node.all_input_nodes if n in self.ids]
@@ -523,11 +547,14 @@ class _GraphInterpreter(fx.Interpreter):
                 self.ids[node] = builder.param_node(bound)
                 return value
             kind = "buffer" if bound is not None else "input"
+            original = self.originals.get(node.name)
             self.ids[node] = builder.add(node_id, kind=kind, target=bound or node.name,
-                                         value=value, inputs=[])
+                                         value=value, inputs=[],
+                                         extra=_zero_flag(original) if kind == "buffer" else None)
             return value
         if node.op == "get_attr":
             value = super().run_node(node)
+            original = builder.table.buffers.get(str(node.target), value)
             if isinstance(value, torch.Tensor) and value.device.type != builder.execution.device \
                     and id(value) not in builder.execution.names_by_id:
                 value = _to_device(value, builder.execution.device)   # a lifted constant
@@ -535,7 +562,7 @@ class _GraphInterpreter(fx.Interpreter):
                 self.ids[node] = builder.param_node(name)
             elif isinstance(value, torch.Tensor):
                 self.ids[node] = builder.add(node_id, kind="buffer", target=str(node.target),
-                                             value=value, inputs=[])
+                                             value=value, inputs=[], extra=_zero_flag(original))
             return value
         if node.op == "output":
             return super().run_node(node)
@@ -603,6 +630,14 @@ def _run_interpreter(interp: "_GraphInterpreter", args) -> Any:
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise FrontendError(f"running the traced graph failed: {type(exc).__name__}: {first_line}") from exc
+
+
+def _zero_flag(value: Any) -> dict:
+    """``{"all_zero": True}`` for a real tensor that holds only zeros (a zero mask or buffer)."""
+    if isinstance(value, torch.Tensor) and not value.is_meta and value.numel() and \
+            value.numel() <= 50_000_000 and not bool(value.detach().any()):
+        return {"all_zero": True}
+    return {}
 
 
 def _scalar_args(node: fx.Node) -> list:
@@ -687,7 +722,7 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
     builder = GraphBuilder(table, execution)
     signature = program.graph_signature
     user_inputs = iter(pytree.tree_leaves((tuple(inputs), {})))
-    bindings, args = {}, []
+    bindings, args, originals = {}, [], {}
     for spec in signature.input_specs:
         if spec.kind == InputKind.USER_INPUT:
             value = next(user_inputs)
@@ -695,6 +730,10 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
             args.append(_to_device(value, device) if isinstance(spec.arg, TensorArgument) else value)
             continue
         bindings[spec.arg.name] = spec.target
+        if spec.kind == InputKind.BUFFER:
+            originals[spec.arg.name] = table.buffers.get(spec.target)
+        elif spec.kind == InputKind.CONSTANT_TENSOR:
+            originals[spec.arg.name] = program.constants.get(spec.target)
         if spec.kind == InputKind.PARAMETER:
             args.append(tensors[spec.target])
         elif spec.kind == InputKind.BUFFER:
@@ -704,7 +743,7 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
         else:
             args.append(_to_device(program.constants.get(spec.target), device))
     gm = program.graph_module
-    interp = _GraphInterpreter(gm, builder, bindings=bindings)
+    interp = _GraphInterpreter(gm, builder, bindings=bindings, originals=originals)
     with torch.enable_grad(), torch.device(device):
         flat = _run_interpreter(interp, args)
         user_positions = [i for i, spec in enumerate(signature.output_specs)
@@ -908,6 +947,8 @@ def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None 
         model_file = inspect.getsourcefile(type(model))
     except (TypeError, OSError):
         model_file = None
+    if model_file and is_library_file(model_file):
+        model_file = None   # a library model: the user's own frames, if any, say more
     with prefer_sources(model_file):
         return _build_graph(model, tuple(inputs), loss_fn, mode, frontends, target)
 

@@ -80,6 +80,10 @@ class Verdict:
     group: str | None = None                # findings with one root cause share it (a no_grad block)
 
 
+def _in_place(target: str) -> bool:
+    return target.endswith("_") and not target.endswith("__") or target.startswith("__i")
+
+
 def _is_zero_literal(data: dict) -> bool:
     return any(s == 0 for s in data.get("scalars") or [])
 
@@ -91,6 +95,11 @@ class _ZeroValues:
         self.mg = mg
         graph = mg.graph
         self.zero: set[str] = {mg.parameters[p].node for p in zero_params}
+        # Zero buffers and constants (a zero mask); not those forward writes to in place.
+        for node, data in graph.nodes(data=True):
+            if data.get("all_zero") and not any(
+                    _in_place(graph.nodes[user].get("target", "")) for user in graph.successors(node)):
+                self.zero.add(node)
         for node in nx.topological_sort(graph) if nx.is_directed_acyclic_graph(graph) else graph:
             data = graph.nodes[node]
             if data.get("kind") != "op" or not data.get("tensor"):
