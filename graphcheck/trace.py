@@ -625,7 +625,11 @@ class _GraphInterpreter(fx.Interpreter):
 def _run_interpreter(interp: "_GraphInterpreter", args) -> Any:
     try:
         return interp.run(*args)
-    except (FrontendError, GraphcheckError):
+    except FrontendError as exc:
+        # fx's Interpreter appends its own "While executing ... Original traceback" to the message.
+        exc.args = (str(exc).strip().splitlines()[0],) if str(exc).strip() else exc.args
+        raise
+    except GraphcheckError:
         raise
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -994,9 +998,18 @@ def _build_graph(model, inputs, loss_fn, mode, frontends, target) -> ModelGraph:
 class TracingError(GraphcheckError):
     def __init__(self, failures: list[str]):
         needs_inputs = any("needs example inputs" in f or "cannot guess" in f for f in failures)
-        hint = ("Give example inputs: return (model, example_inputs) from the factory or pass "
-                "--input-shape (one per positional input)." if needs_inputs else
-                "Check that the model runs on the example inputs (run it once in Python), or "
-                "return example inputs that exercise the usual path; run with --debug for the tracebacks.")
-        super().__init__("No frontend could trace the model. " + " ".join(
-            f"[{f}]" for f in failures) + " " + hint, detail="\n".join(failures))
+        forward = [f.split("failed: ", 1)[1] for f in failures
+                   if f.startswith("autograd (") and "the forward pass on" in f]
+        if forward:
+            # The plain forward pass fails too: the model does not run on these inputs at all.
+            message = (f"The model fails on the example inputs: {forward[-1]}. Check that "
+                       "`model(*example_inputs)` runs in Python (input shapes and dtypes, the device); "
+                       "run with --debug to see what each tracer reported.")
+        elif needs_inputs:
+            message = ("No frontend could trace the model without example inputs: return "
+                       "(model, example_inputs) from the factory or pass --input-shape (one per "
+                       "positional input). " + " ".join(f"[{f}]" for f in failures))
+        else:
+            message = ("No frontend could trace the model. " + " ".join(f"[{f}]" for f in failures)
+                       + " Run with --debug for the tracebacks.")
+        super().__init__(message, detail="\n".join(failures))

@@ -190,7 +190,7 @@ BAD_INPUTS = {
     "untraceable": ("import torch\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
                     "        self.a = torch.nn.Linear(2, 2)\n    def forward(self, x):\n"
                     "        raise RuntimeError('cannot run')\n"
-                    "def build_model():\n    return M(), (torch.randn(3, 2),)\n", None, "No frontend could trace"),
+                    "def build_model():\n    return M(), (torch.randn(3, 2),)\n", None, "The model fails on the example inputs"),
 }
 
 
