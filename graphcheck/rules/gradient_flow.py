@@ -241,12 +241,15 @@ def _detached_verdict(mg, name, node, data_view, grad_view) -> Verdict:
             target = data.get("target", "")
             op = f"`{mg.describe(v)}`"
             if not data.get("grad_enabled", True) or data.get("region_grad_enabled") is False:
-                region = data.get("region") or v
-                return Verdict(name, "detached", cause=v, path=path, group=f"region:{region}",
+                location = _nearest_location(mg, path, path.index(v))
+                # One finding per block; a block run in a loop (a checkpoint per layer) is one line.
+                group = f"no-grad:{location.file}:{location.line}" if location else \
+                    f"no-grad:{data.get('region') or v}"
+                return Verdict(name, "detached", cause=v, path=path, group=group,
                                reason=(f"{op} runs with gradients disabled (a `torch.no_grad()`, "
                                        "`set_grad_enabled(False)` or `inference_mode()` block in forward, "
                                        "or a reentrant checkpoint none of whose inputs requires grad)"),
-                               location=_nearest_location(mg, path, path.index(v)))
+                               location=location)
             elif target in _DETACHING:
                 reason = f"{_DETACHING[target]} cuts the autograd graph"
             elif data.get("tensor") and not data.get("floating", True):
