@@ -48,7 +48,16 @@ ZERO_DERIVATIVE_OPS = frozenset({
 
 
 class FrontendError(Exception):
-    """A frontend could not trace or run the model (the next frontend is tried)."""
+    """A frontend could not trace or run the model (the next frontend is tried).
+
+    ``kind`` says what failed: "trace" (the tracer itself: another device will not help),
+    "inputs" (it needs example inputs), "run" (executing the traced model on this device),
+    "loss" (the user's loss on this frontend's outputs).
+    """
+
+    def __init__(self, message: str, kind: str = "run"):
+        super().__init__(message)
+        self.kind = kind
 
 
 # --------------------------------------------------------------------------- helpers
@@ -394,7 +403,7 @@ def compute_loss(loss_fn: Callable | None, outputs: Any) -> torch.Tensor:
     try:
         loss = loss_fn(outputs)
     except Exception as exc:
-        error = LossError(f"the loss raised {type(exc).__name__}: {exc}")
+        error = LossError(f"the loss raised {type(exc).__name__}: {exc}", kind="loss")
         error.cause = f"{type(exc).__name__}: {exc}"
         raise error from exc
     if not isinstance(loss, torch.Tensor):
@@ -665,7 +674,8 @@ def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, 
         gm = fx.GraphModule(model, graph)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {first_line}") from exc
+        raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {first_line}",
+                            kind="trace") from exc
     if not inputs:
         inputs = infer_inputs(gm)
     execution, tensors = table.execution(device)
@@ -678,8 +688,7 @@ def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, 
     with torch.nn.utils.stateless._reparametrize_module(gm, tensors, tie_weights=True), \
             torch.enable_grad(), torch.device(device):
         outputs = _run_interpreter(interp, _to_device(inputs, device))
-        sources = [s for s in _output_sources(interp, graph)]
-        builder.finish(outputs, _match_sources(outputs, sources), loss_fn)
+        builder.finish(outputs, _match_sources(outputs, _output_sources(interp, graph)), loss_fn)
     builder.inputs = inputs
     return builder
 
@@ -705,7 +714,7 @@ def _match_sources(outputs: Any, sources: list) -> list:
 
 def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str) -> GraphBuilder:
     if not inputs:
-        raise FrontendError("torch.export needs example inputs")
+        raise FrontendError("torch.export needs example inputs", kind="inputs")
     try:
         import logging
         import warnings
@@ -719,7 +728,9 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
             program = torch.export.export(model, _to_device(tuple(inputs), "meta" if not table.real else "cpu"),
                                           strict=False)
     except Exception as exc:
-        raise FrontendError(f"torch.export.export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise FrontendError(f"torch.export.export failed: {type(exc).__name__}: {first_line}",
+                            kind="trace") from exc
     from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
 
     execution, tensors = table.execution(device)
@@ -798,18 +809,18 @@ class _Recorder(TorchFunctionMode):
         is_attribute = getattr(func, "__name__", "") == "__get__"
         if is_attribute and name not in self._ATTRIBUTES:
             return func(*args, **kwargs)
+        before = {id(t): t.grad_fn for t in tensors_in((args, kwargs))}
         if name in ("item", "tolist") and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            value = 1.0 if args[0].is_floating_point() else 1
+            value = 1.0 if args[0].is_floating_point() else 1   # no value on meta; the cut is what matters
         else:
-            before = {id(t): t.grad_fn for t in tensors_in((args, kwargs))}
             value = func(*args, **kwargs)
         leaves = pytree.tree_leaves((args, kwargs))
         inputs = [s for s in (self.source_of(leaf) for leaf in leaves) if s is not None]
         self.counter += 1
         node_id = f"{name}_{self.counter}"
         module_path, module_type = self.module_stack[-1] if self.module_stack else ("", "")
-        mutated = [t for t in tensors_in((args, kwargs)) if before.get(id(t), t.grad_fn) is not t.grad_fn] \
-            if "before" in locals() else []
+        # In-place ops (x.add_(y), x[i] = y) give their input a new grad_fn: this op now owns it.
+        mutated = [t for t in tensors_in((args, kwargs)) if before.get(id(t), t.grad_fn) is not t.grad_fn]
         recorded_value = value if tensors_in(value) or not mutated else mutated
         extra = {"scalars": [a for a in leaves if isinstance(a, (int, float)) and not isinstance(a, bool)]}
         if torch.is_grad_enabled():
@@ -828,7 +839,7 @@ class _Recorder(TorchFunctionMode):
 
 def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str) -> GraphBuilder:
     if not inputs:
-        raise FrontendError("a recorded forward pass needs example inputs")
+        raise FrontendError("a recorded forward pass needs example inputs", kind="inputs")
     execution, tensors = table.execution(device)
     builder = GraphBuilder(table, execution)
     names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
@@ -896,7 +907,7 @@ def infer_inputs(gm: fx.GraphModule) -> tuple:
         if tensor is None:
             raise FrontendError(
                 f"cannot guess a shape for input {node.name!r}: return (model, example_inputs) "
-                "from the factory or pass --input-shape")
+                "from the factory or pass --input-shape", kind="inputs")
         inputs.append(tensor)
     return tuple(inputs)
 
@@ -960,8 +971,7 @@ def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None 
 def _build_graph(model, inputs, loss_fn, mode, frontends, target) -> ModelGraph:
     table = ParamTable(model)
     devices = ["meta", "cpu"] if table.real else ["meta"]
-    failures: list[str] = []
-    loss_failures: list[LossError] = []
+    failures: list[tuple[str, str, FrontendError]] = []
     for frontend in frontends:
         if frontend not in _FRONTEND_FUNCTIONS:
             raise GraphcheckError(f"Unknown frontend {frontend!r}; choose from {', '.join(FRONTENDS)}.")
@@ -969,47 +979,41 @@ def _build_graph(model, inputs, loss_fn, mode, frontends, target) -> ModelGraph:
             try:
                 with _reentrant_checkpoint_semantics():
                     builder = _FRONTEND_FUNCTIONS[frontend](model, tuple(inputs), table, loss_fn, device)
-            except LossError as exc:
-                # On the last device the loss failed on real values; another frontend may still
-                # hand it the output it expects (fx turns a ModelOutput into a plain dict).
-                loss_failures.append(exc)
-                failures.append(f"{frontend} ({device}): {exc}")
-                continue
             except FrontendError as exc:
-                failures.append(f"{frontend} ({device}): {exc}")
-                if "needs example inputs" in str(exc) or "symbolic_trace failed" in str(exc) \
-                        or "export.export failed" in str(exc) or "cannot guess a shape" in str(exc):
+                failures.append((frontend, device, exc))
+                if exc.kind in ("trace", "inputs"):
                     break   # running on another device would not help
                 continue
-            notes = [f"{f} frontend did not work: {why}" for f, why in
-                     (failure.split(": ", 1) for failure in failures)]
+            notes = [f"{f} ({d}) frontend did not work: {e}" for f, d, e in failures]
             return ModelGraph(graph=builder.graph, parameters=table.canonical, frontend=frontend,
                               mode=mode, device=device, target=target, notes=notes, model=model,
                               inputs=tuple(builder.inputs), loss_fn=loss_fn)
-    if loss_failures and all("loss raised" in f or "export failed" in f or "symbolic_trace failed" in f
-                             or "needs example inputs" in f for f in failures):
-        raise GraphcheckError(
-            f"The loss raised an error on the model's output: {loss_failures[-1].cause}. graphcheck "
-            "calls loss(output) with exactly what the model returns (a tensor, tuple, dict or "
-            "ModelOutput); check that the loss accepts it.", detail="\n".join(failures))
     raise TracingError(failures)
 
 
 class TracingError(GraphcheckError):
-    def __init__(self, failures: list[str]):
-        needs_inputs = any("needs example inputs" in f or "cannot guess" in f for f in failures)
-        forward = [f.split("failed: ", 1)[1] for f in failures
-                   if f.startswith("autograd (") and "the forward pass on" in f]
-        if forward:
+    """No frontend worked; the message leads with the most telling failure."""
+
+    def __init__(self, failures: list[tuple[str, str, FrontendError]]):
+        detail = "\n".join(f"{f} ({d}): {e}" for f, d, e in failures)
+        listed = " ".join(f"[{f} ({d}): {e}]" for f, d, e in failures)
+        kinds = {e.kind for _, _, e in failures}
+        forward = [e for f, _, e in failures if f == "autograd" and e.kind == "run"]
+        losses = [e for _, _, e in failures if e.kind == "loss"]
+        if losses and kinds <= {"loss", "trace", "inputs"}:
+            # Wherever the model ran, the loss failed on its output: that is the loss's problem.
+            message = (f"The loss raised an error on the model's output: {losses[-1].cause}. "
+                       "graphcheck calls loss(output) with exactly what the model returns (a "
+                       "tensor, tuple, dict or ModelOutput); check that the loss accepts it.")
+        elif forward:
             # The plain forward pass fails too: the model does not run on these inputs at all.
-            message = (f"The model fails on the example inputs: {forward[-1]}. Check that "
-                       "`model(*example_inputs)` runs in Python (input shapes and dtypes, the device); "
-                       "run with --debug to see what each tracer reported.")
-        elif needs_inputs:
+            message = (f"The model fails on the example inputs: {str(forward[-1]).split('failed: ', 1)[-1]}. "
+                       "Check that `model(*example_inputs)` runs in Python (input shapes and dtypes, "
+                       "the device); run with --debug to see what each tracer reported.")
+        elif kinds <= {"inputs", "trace"} and "inputs" in kinds:
             message = ("No frontend could trace the model without example inputs: return "
                        "(model, example_inputs) from the factory or pass --input-shape (one per "
-                       "positional input). " + " ".join(f"[{f}]" for f in failures))
+                       "positional input). " + listed)
         else:
-            message = ("No frontend could trace the model. " + " ".join(f"[{f}]" for f in failures)
-                       + " Run with --debug for the tracebacks.")
-        super().__init__(message, detail="\n".join(failures))
+            message = "No frontend could trace the model. " + listed + " Run with --debug for the tracebacks."
+        super().__init__(message, detail=detail)
