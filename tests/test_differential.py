@@ -20,7 +20,7 @@ import pathlib
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import HealthCheck, given, note, settings
 
 import graphcheck
 from graphcheck.cli import cli

@@ -131,7 +131,6 @@ class _ZeroValues:
         """Whether the gradient flowing from ``node`` back to its input ``source`` is zero."""
         data = self.mg.graph.nodes[node]
         target = data.get("target", "")
-        args = data.get("args") or []
         if target in ZERO_DERIVATIVE_OPS:
             return True
         factors = _factors(data)
