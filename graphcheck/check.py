@@ -72,7 +72,7 @@ def _analyse(result: TargetResult, model, inputs, loss, *, mode, frontends, sele
     findings = []
     for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options):
         if rule.needs_weights and not graph.has_weights:
-            result.notes.append(f"{rule.code} {rule.name} skipped: the model is on the meta device")
+            result.skipped_rules.append(rule.code)
             continue
         findings.extend(rule.check(graph))
     probe = graph._cache.get("probe")

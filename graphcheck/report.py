@@ -23,6 +23,7 @@ class TargetResult:
     parameters: dict = field(default_factory=lambda: {"total": 0, "trainable": 0, "frozen": 0})
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    skipped_rules: list[str] = field(default_factory=list)   # need real weights; the model is meta
     timings: dict = field(default_factory=dict)
     graph: "ModelGraph | None" = None
     detail: str | None = None           # traceback of an error, shown with --debug

@@ -24,6 +24,9 @@ def render(report: Report) -> str:
         lines.append(
             f"{result.target}: {summary} ({result.frontend} frontend on {result.device}, {result.mode} mode; "
             f"{counts['total']} parameters: {counts['trainable']} trainable, {counts['frozen']} frozen)")
+        if result.skipped_rules:
+            lines.append(f"{result.target}: skipped on the meta device (they need real weights): "
+                         f"{', '.join(result.skipped_rules)}")
         if result.verification is not None:
             lines.append(f"{result.target}: {result.verification.message}")
     return "\n".join(lines) + "\n"
