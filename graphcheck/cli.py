@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -28,6 +29,27 @@ class _DefaultToCheck(click.Group):
         elif not args:
             args = ["check"]
         return super().parse_args(ctx, args)
+
+
+def _render_suffix(ctx, param, value):
+    """Reject an image format before the analysis, as a usage error (exit 2)."""
+    from graphcheck.render import FORMATS
+    if value and Path(value).suffix.lower() not in FORMATS:
+        raise click.BadParameter(f"use a file name ending in {', '.join(FORMATS)}")
+    return value
+
+
+def _config_start(targets) -> Path | None:
+    """The nearest pyproject.toml is looked up from the first target's folder, like ruff and black."""
+    from graphcheck.loader import split_spec
+    for target in targets:
+        try:
+            where, _, is_file = split_spec(target, "build_model")
+            if is_file and Path(where).parent.is_dir():
+                return Path(where).resolve().parent
+        except (GraphcheckError, ValueError, OSError):   # the loader reports a bad target
+            continue
+    return None
 
 
 @click.group(cls=_DefaultToCheck, context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +77,7 @@ def _fail(message: str) -> None:
               help="Shape of one positional input (float32 randn); repeat for several inputs.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
-@click.option("--render", "render_path", type=click.Path(dir_okay=False),
+@click.option("--render", "render_path", type=click.Path(dir_okay=False), callback=_render_suffix,
               help="Draw the flagged paths; format from the suffix (.svg .png .pdf .dot).")
 @click.option("--render-depth", type=click.IntRange(0), default=2, show_default=True,
               help="How deep the module hierarchy is expanded in the drawing.")
@@ -79,7 +101,7 @@ def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, ren
                   select, ignore, fail_on, exit_zero, eval_mode, frontend, meta, verify, config_path, no_config, debug):
     """Lint TARGET models: report parameters that get no gradient, and why."""
     try:
-        config = load_config(config_path, search=not no_config)
+        config = load_config(config_path, search=not no_config, start=_config_start(targets))
     except GraphcheckError as exc:
         _fail(exc.message)
     for warning in config.warnings:
@@ -140,8 +162,11 @@ def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, ren
 
     text = render(report, fmt)
     if output:
-        with open(output, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            with open(output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            _fail(f"cannot write the report to {output}: {exc.strerror}.")
     else:
         click.echo(text, nl=False)
     for result in report.results:

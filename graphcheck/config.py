@@ -38,12 +38,13 @@ def find_pyproject(start: Path | None = None) -> Path | None:
     return None
 
 
-def load_config(path: str | os.PathLike | None = None, *, search: bool = True) -> Config:
-    """Read ``[tool.graphcheck]`` from ``path``, or from the nearest pyproject.toml."""
+def load_config(path: str | os.PathLike | None = None, *, search: bool = True,
+                start: Path | None = None) -> Config:
+    """Read ``[tool.graphcheck]`` from ``path``, or from the pyproject.toml nearest to ``start``."""
     if path is None:
         if not search:
             return Config()
-        path = find_pyproject()
+        path = find_pyproject(start)
         if path is None:
             return Config()
     path = Path(path)

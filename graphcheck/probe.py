@@ -34,7 +34,7 @@ from torch.utils import _pytree as pytree
 
 from graphcheck.finding import Location
 from graphcheck.model_graph import ModelGraph
-from graphcheck.trace import location_here, op_name, tensors_in
+from graphcheck.trace import calling_the_model, location_here, op_name, tensors_in
 
 # Canonical activation kinds; op and module names of every frontend map onto them.
 SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign", "log_sigmoid"})
@@ -289,7 +289,7 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
             stack.clear()
             state = {**{n: (b.clone() if draw else b) for n, b in buffers.items()}, **params}
             with torch.enable_grad() if draw == 0 else torch.no_grad():
-                with recorder:
+                with recorder, calling_the_model():
                     output = torch.func.functional_call(model, state, batch_inputs, tie_weights=True,
                                                         strict=False)
                 if draw == 0:

@@ -42,7 +42,7 @@ class Rule:
                     f"Unknown option {key!r} for rule {self.code} ({self.name}). "
                     f"Known options: {', '.join(sorted(merged)) or 'none'}."
                 )
-            merged[key] = type(merged[key])(value) if merged[key] is not None else value
+            merged[key] = _option_value(self, key, merged[key], value)
         self.config = merged
 
     def check(self, graph: "ModelGraph") -> Iterable[Finding]:  # pragma: no cover - abstract
@@ -78,6 +78,24 @@ class Rule:
             elif current is not None:
                 sections[current].append(line)
         return {k: "\n".join(v).strip() for k, v in sections.items()}
+
+
+def _option_value(rule: Rule, key: str, default, value):
+    """Check a configured option against the type of its default (no silent truncation)."""
+    where = f"option {key!r} of rule {rule.code} ({rule.name})"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise GraphcheckError(f"The {where} must be true or false, not {value!r}.")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise GraphcheckError(f"The {where} must be a whole number, not {value!r}.")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise GraphcheckError(f"The {where} must be a number, not {value!r}.")
+        return float(value)
+    return value
 
 
 def register(cls: type[Rule]) -> type[Rule]:

@@ -129,8 +129,23 @@ def location_from_stack_trace(stack_trace: str | None) -> Location | None:
     return location_from_frames((m.group(1), int(m.group(2))) for m in _FRAME_RE.finditer(stack_trace))
 
 
+_STACK_BASE: contextvars.ContextVar[int] = contextvars.ContextVar("stack_base", default=0)
+
+
+@contextlib.contextmanager
+def calling_the_model():
+    """Mark the frame that calls the model: frames above it (the CLI, pytest) are never a location."""
+    token = _STACK_BASE.set(len(traceback.extract_stack()) - 2)   # the caller's frame, inside `with`
+    try:
+        yield
+    finally:
+        _STACK_BASE.reset(token)
+
+
 def location_here() -> Location | None:
-    return location_from_frames((f.filename, f.lineno) for f in traceback.extract_stack())
+    """Source line of the op running now (under ``calling_the_model``)."""
+    frames = traceback.extract_stack()[_STACK_BASE.get():]
+    return location_from_frames((f.filename, f.lineno) for f in frames)
 
 
 def op_name(target: Any) -> str:
@@ -227,7 +242,6 @@ def _assignment_location(model: torch.nn.Module, param_name: str) -> Location | 
 
 @functools.lru_cache(maxsize=None)
 def _is_library(cls: type) -> bool:
-    import inspect
     try:
         return inspect.getsourcefile(cls).startswith(_TORCH_DIR)
     except (TypeError, OSError):
@@ -236,7 +250,6 @@ def _is_library(cls: type) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _attribute_line(cls: type, attribute: str) -> Location | None:
-    import inspect
     if attribute.isdigit():
         return None
     pattern = re.compile(r"\b\w+\." + re.escape(attribute) + r"\s*(:[^=]*)?=(?!=)")
@@ -464,8 +477,6 @@ class _GradModeTracer(fx.Tracer):
                 recording_set_grad_enabled(self.prev)
 
             def __call__(self, fn):
-                import functools
-
                 @functools.wraps(fn)
                 def wrapper(*a, **k):
                     with _InferenceMode(self.mode):
@@ -473,7 +484,8 @@ class _GradModeTracer(fx.Tracer):
                 return wrapper
 
         saved_inference = torch.inference_mode
-        torch.set_grad_enabled(True)
+        saved_mode = torch.is_grad_enabled()
+        _set_grad_enabled(True)   # forward's own switches are recorded relative to "enabled"
         torch._C._set_grad_enabled = recording_set_grad_enabled
         torch.inference_mode = _InferenceMode
         torch.autograd.grad_mode.inference_mode = _InferenceMode
@@ -481,6 +493,7 @@ class _GradModeTracer(fx.Tracer):
             return super().trace(root, concrete_args)
         finally:
             torch._C._set_grad_enabled = _set_grad_enabled
+            _set_grad_enabled(saved_mode)
             torch.inference_mode = saved_inference
             torch.autograd.grad_mode.inference_mode = saved_inference
 
@@ -695,7 +708,6 @@ def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, 
 
 def _none_arguments(model: torch.nn.Module, inputs: tuple) -> dict | None:
     """Positional inputs given as None are fixed for tracing (``attention_mask=None``)."""
-    import inspect
     if not any(value is None for value in inputs):
         return None
     try:
@@ -865,7 +877,7 @@ def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, los
     try:
         with torch.nn.utils.stateless._reparametrize_module(model, tensors, tie_weights=True), \
                 torch.enable_grad(), torch.device(device):
-            with recorder:
+            with recorder, calling_the_model():
                 outputs = model(*run_inputs)
             sources = [recorder.producer.get(id(t)) for t in tensors_in(outputs)]
             builder.finish(outputs, sources, loss_fn)

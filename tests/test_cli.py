@@ -153,17 +153,38 @@ def test_configuration_from_pyproject_and_command_line_override(tmp_path, monkey
         ignore-parameters = ["probe.*"]
         colour = "red"
     """))
-    monkeypatch.chdir(tmp_path)
+    # The nearest pyproject.toml above the target file counts, wherever graphcheck runs from.
+    project = tmp_path / "models"
+    project.mkdir()
+    detached, dead = project / "detached.py", project / "dead.py"
+    detached.write_text(DETACHED.read_text())
+    dead.write_text(DEAD.read_text())
+    monkeypatch.chdir(ROOT)
     runner = CliRunner()
-    quiet = runner.invoke(cli, [str(DETACHED)])
+    quiet = runner.invoke(cli, [str(detached)])
     assert quiet.exit_code == 0, quiet.output
     assert "unknown key 'colour'" in quiet.output
-    loud = runner.invoke(cli, [str(DETACHED), "--ignore", "GC104"])
+    loud = runner.invoke(cli, [str(detached), "--ignore", "GC104"])
     assert loud.exit_code == 1
-    dead = runner.invoke(cli, [str(DEAD), "--format", "json"])
+    dead = runner.invoke(cli, [str(dead), "--format", "json"])
     params = [p for f in json.loads(dead.stdout)["targets"][0]["findings"] for p in f["parameters"]]
     assert not any(p.startswith("probe.") for p in params)
-    assert runner.invoke(cli, [str(DETACHED), "--no-config"]).exit_code == 1
+    assert runner.invoke(cli, [str(detached), "--no-config"]).exit_code == 1
+
+
+def test_rule_option_types_are_checked(tmp_path):
+    config = tmp_path / "graphcheck.toml"
+    config.write_text('[rules.partial-detach]\nmin-share = "abc"\n')
+    result = CliRunner().invoke(cli, [str(CLEAN), "--config", str(config)])
+    assert result.exit_code == 2
+    assert "must be a number" in result.output and "internal error" not in result.output
+
+
+def test_unwritable_output_and_unknown_image_format_are_usage_errors(tmp_path):
+    missing = run(CLEAN, "--output", tmp_path / "no" / "such" / "dir.json")
+    assert missing.exit_code == 2 and "cannot write the report" in missing.output
+    image = run(CLEAN, "--render", tmp_path / "graph.xyz")
+    assert image.exit_code == 2 and ".svg" in image.output
 
 
 def test_rule_options_in_configuration_are_validated(tmp_path):

@@ -252,5 +252,5 @@ def test_cli_error_target_and_bad_suffix_do_not_crash(tmp_path):
     assert result.exit_code == 2
     assert "not drawn" in result.output
     bad = CliRunner().invoke(cli, [str(CLEAN), "--render", str(tmp_path / "x.jpg"), "--no-config"])
-    assert bad.exit_code == 0
-    assert "cannot draw" in bad.output
+    assert bad.exit_code == 2   # a usage error, found before any analysis
+    assert ".svg" in bad.output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from graphcheck.finding import Severity
 from graphcheck.report import Report
-from graphcheck.reporters.location import display_path
 
 _LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
@@ -25,7 +24,7 @@ def render(report: Report) -> str:
         for finding in result.findings:
             props = []
             if finding.location:
-                props += [f"file={_escape_property(display_path(finding.location.file))}",
+                props += [f"file={_escape_property(finding.location.display_file())}",
                           f"line={finding.location.line}"]
             props.append(f"title={_escape_property(finding.code + ' ' + finding.name)}")
             lines.append(f"::{_LEVEL[finding.severity]} {','.join(props)}::{_escape(finding.message)}")

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from graphcheck.finding import Finding, Location
-
-
-def display_path(path: str) -> str:
-    return Location(path, 0).display_file()
+from graphcheck.finding import Finding
 
 
 def prefix(finding: Finding, target: str) -> str:

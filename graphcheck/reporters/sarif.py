@@ -8,7 +8,6 @@ from graphcheck import __version__
 from graphcheck.finding import Severity
 from graphcheck.registry import all_rules
 from graphcheck.report import Report
-from graphcheck.reporters.location import display_path
 
 _LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 
@@ -36,7 +35,7 @@ def render(report: Report) -> str:
             }
             if finding.location:
                 entry["locations"] = [{"physicalLocation": {
-                    "artifactLocation": {"uri": display_path(finding.location.file)},
+                    "artifactLocation": {"uri": finding.location.display_file()},
                     "region": {"startLine": finding.location.line},
                 }}]
             results.append(entry)

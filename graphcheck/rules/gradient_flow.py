@@ -81,7 +81,31 @@ class Verdict:
 
 
 def _in_place(target: str) -> bool:
-    return target.endswith("_") and not target.endswith("__") or target.startswith("__i")
+    return (target.endswith("_") and not target.endswith("__")) or target.startswith("__i") \
+        or target in ("setitem", "__setitem__", "index_put", "copy")
+
+
+_VIEWS = frozenset({"getitem", "__getitem__", "slice", "select", "narrow", "view", "as_strided",
+                    "reshape", "transpose", "permute", "expand", "unsqueeze", "squeeze", "alias",
+                    "diagonal", "unfold", "t"})
+
+
+def _written_in_place(graph: nx.DiGraph, node: str) -> bool:
+    """Whether forward writes into ``node``'s tensor, directly or through a view of it.
+
+    ``h = torch.zeros(n, 4); h[:, :2] = self.fc(x)``: ``h`` starts as zeros but is not zero.
+    """
+    stack, seen = [node], {node}
+    while stack:
+        current = stack.pop()
+        for user in graph.successors(current):
+            target = graph.nodes[user].get("target", "")
+            if _in_place(target):
+                return True
+            if target in _VIEWS and user not in seen:
+                seen.add(user)
+                stack.append(user)
+    return False
 
 
 def _is_zero_literal(data: dict) -> bool:
@@ -97,14 +121,13 @@ class _ZeroValues:
         self.zero: set[str] = {mg.parameters[p].node for p in zero_params}
         # Zero buffers and constants (a zero mask); not those forward writes to in place.
         for node, data in graph.nodes(data=True):
-            if data.get("all_zero") and not any(
-                    _in_place(graph.nodes[user].get("target", "")) for user in graph.successors(node)):
+            if data.get("all_zero") and not _written_in_place(graph, node):
                 self.zero.add(node)
         for node in nx.topological_sort(graph) if nx.is_directed_acyclic_graph(graph) else graph:
             data = graph.nodes[node]
             if data.get("kind") != "op" or not data.get("tensor"):
                 continue
-            if self._is_zero(node, data):
+            if self._is_zero(node, data) and not _written_in_place(graph, node):
                 self.zero.add(node)
 
     def _is_zero(self, node: str, data: dict) -> bool:
@@ -143,7 +166,6 @@ class _ZeroValues:
             return True
         others = [a for a in products if a != source]
         return any(a in self.zero for a in others)
-        return False
 
 
 def _zero_valued_params(mg: ModelGraph) -> set[str]:
