@@ -615,8 +615,7 @@ class _GraphInterpreter(fx.Interpreter):
         try:
             value = super().run_node(node)
         except Exception as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise FrontendError(f"running {node.format_node()} failed: {type(exc).__name__}: {first_line}") from exc
+            raise FrontendError(f"running {node.format_node()} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
         location = location_from_stack_trace(node.stack_trace or node.meta.get("stack_trace"))
         self.ids[node] = builder.add(node_id, kind="op", target=target, value=value, inputs=inputs,
                                      module=module_path, module_type=module_type,
@@ -649,13 +648,12 @@ def _run_interpreter(interp: "_GraphInterpreter", args) -> Any:
         return interp.run(*args)
     except FrontendError as exc:
         # fx's Interpreter appends its own "While executing ... Original traceback" to the message.
-        exc.args = (str(exc).strip().splitlines()[0],) if str(exc).strip() else exc.args
+        exc.args = (_first_line(exc),) if str(exc).strip() else exc.args
         raise
     except GraphcheckError:
         raise
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise FrontendError(f"running the traced graph failed: {type(exc).__name__}: {first_line}") from exc
+        raise FrontendError(f"running the traced graph failed: {type(exc).__name__}: {_first_line(exc)}") from exc
 
 
 def _zero_flag(value: Any) -> dict:
@@ -681,14 +679,25 @@ def _output_sources(interp: _GraphInterpreter, graph: fx.Graph) -> list[str | No
     return sources
 
 
-def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str) -> GraphBuilder:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _symbolic_trace(model: torch.nn.Module, inputs: tuple) -> tuple[fx.GraphModule, fx.Graph]:
     try:
         graph = _GradModeTracer().trace(model, concrete_args=_none_arguments(model, inputs))
-        gm = fx.GraphModule(model, graph)
+        return fx.GraphModule(model, graph), graph
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {first_line}",
+        raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {_first_line(exc)}",
                             kind="trace") from exc
+
+
+def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
+             cache: dict) -> GraphBuilder:
+    if "fx" not in cache:   # traced once; only the execution is retried on another device
+        cache["fx"] = _symbolic_trace(model, inputs)
+    gm, graph = cache["fx"]
     if not inputs:
         inputs = infer_inputs(gm)
     execution, tensors = table.execution(device)
@@ -724,12 +733,10 @@ def _match_sources(outputs: Any, sources: list) -> list:
 
 # --------------------------------------------------------------------------- torch.export
 
-def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str) -> GraphBuilder:
-    if not inputs:
-        raise FrontendError("torch.export needs example inputs", kind="inputs")
+def _export(model: torch.nn.Module, inputs: tuple, table: ParamTable):
+    import logging
+    import warnings
     try:
-        import logging
-        import warnings
         with warnings.catch_warnings(), contextlib.ExitStack() as restore:
             # export logs guard details and fake-tensor tracebacks the user cannot act on
             for name in ("torch", "torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes"):
@@ -737,12 +744,20 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
                 restore.callback(logger.setLevel, logger.level)
                 logger.setLevel(logging.CRITICAL)
             warnings.simplefilter("ignore")
-            program = torch.export.export(model, _to_device(tuple(inputs), "meta" if not table.real else "cpu"),
-                                          strict=False)
+            return torch.export.export(model, _to_device(tuple(inputs), "meta" if not table.real else "cpu"),
+                                       strict=False)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise FrontendError(f"torch.export.export failed: {type(exc).__name__}: {first_line}",
+        raise FrontendError(f"torch.export.export failed: {type(exc).__name__}: {_first_line(exc)}",
                             kind="trace") from exc
+
+
+def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
+                 cache: dict) -> GraphBuilder:
+    if not inputs:
+        raise FrontendError("torch.export needs example inputs", kind="inputs")
+    if "export" not in cache:   # exported once; only the execution is retried on another device
+        cache["export"] = _export(model, inputs, table)
+    program = cache["export"]
     from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
 
     execution, tensors = table.execution(device)
@@ -849,7 +864,8 @@ class _Recorder(TorchFunctionMode):
         return value
 
 
-def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str) -> GraphBuilder:
+def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
+                   cache: dict) -> GraphBuilder:
     if not inputs:
         raise FrontendError("a recorded forward pass needs example inputs", kind="inputs")
     execution, tensors = table.execution(device)
@@ -884,8 +900,7 @@ def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, los
     except (GraphcheckError, FrontendError):
         raise
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise FrontendError(f"the forward pass on {device} failed: {type(exc).__name__}: {first_line}") from exc
+        raise FrontendError(f"the forward pass on {device} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
     finally:
         for handle in handles:
             handle.remove()
@@ -987,10 +1002,11 @@ def _build_graph(model, inputs, loss_fn, mode, frontends, target) -> ModelGraph:
     for frontend in frontends:
         if frontend not in _FRONTEND_FUNCTIONS:
             raise GraphcheckError(f"Unknown frontend {frontend!r}; choose from {', '.join(FRONTENDS)}.")
+        cache: dict = {}
         for device in devices:
             try:
                 with _reentrant_checkpoint_semantics():
-                    builder = _FRONTEND_FUNCTIONS[frontend](model, tuple(inputs), table, loss_fn, device)
+                    builder = _FRONTEND_FUNCTIONS[frontend](model, tuple(inputs), table, loss_fn, device, cache)
             except FrontendError as exc:
                 failures.append((frontend, device, exc))
                 if exc.kind in ("trace", "inputs"):
