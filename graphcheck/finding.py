@@ -17,6 +17,13 @@ class Severity(str, enum.Enum):
         return {"info": 0, "warning": 1, "error": 2}[self.value]
 
 
+def name_list(names, limit: int = 6, *, quote: bool = False, empty: str = "") -> str:
+    """``a, b, c and 4 more``: parameter names in a message, cut to ``limit``."""
+    names = list(names)
+    shown = ", ".join(f"`{n}`" if quote else n for n in names[:limit]) or empty
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 @dataclass(frozen=True)
 class Location:
     file: str

@@ -34,7 +34,7 @@ from torch.utils import _pytree as pytree
 
 from graphcheck.finding import Location
 from graphcheck.model_graph import ModelGraph
-from graphcheck.trace import calling_the_model, location_here, op_name, tensors_in
+from graphcheck.trace import calling_the_model, default_loss, inputs_on, location_here, op_name, tensors_in
 
 # Canonical activation kinds; op and module names of every frontend map onto them.
 SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign", "log_sigmoid"})
@@ -211,21 +211,6 @@ def _redraw(inputs: tuple, generator: torch.Generator) -> tuple:
     return pytree.tree_map(fresh, inputs)
 
 
-def _materialise(inputs: tuple) -> tuple:
-    def convert(leaf):
-        if isinstance(leaf, torch.Tensor) and leaf.is_meta:
-            if leaf.is_floating_point():
-                return torch.randn(leaf.shape, dtype=leaf.dtype)
-            return torch.zeros(leaf.shape, dtype=leaf.dtype)
-        return leaf.detach() if isinstance(leaf, torch.Tensor) else leaf
-    return pytree.tree_map(convert, inputs)
-
-
-def _default_loss(output: Any) -> torch.Tensor | None:
-    parts = [t.float().sum() for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
-    return torch.stack(parts).sum() if parts else None
-
-
 def _batch_size(inputs: tuple) -> int:
     for tensor in tensors_in(inputs):
         if tensor.ndim:
@@ -247,7 +232,7 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
         result.error = (f"the model ({parameter_elements:,} weights) or its inputs ({input_elements:,} "
                         "elements) are too large for a CPU probe pass")
         return result
-    inputs = _materialise(tuple(inputs))
+    inputs = inputs_on(tuple(inputs), "cpu")
     batch = max(_batch_size(inputs), 1)
     draws = max(1, min(max_draws, math.ceil(min_samples / batch)))
     if not any(t.is_floating_point() for t in tensors_in(inputs)):
@@ -294,7 +279,7 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
                                                         strict=False)
                 if draw == 0:
                     first = recorder
-                    loss = loss_fn(output) if loss_fn is not None else _default_loss(output)
+                    loss = loss_fn(output) if loss_fn is not None else default_loss(output)
                     if isinstance(loss, torch.Tensor) and loss.requires_grad:
                         loss.backward()
                     result.gradients = _layer_gradients(recorder.param_order, names_by_id, params)

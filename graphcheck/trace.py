@@ -163,17 +163,24 @@ def op_name(target: Any) -> str:
     return name
 
 
-def _to_device(value: Any, device: str) -> Any:
+def inputs_on(value: Any, device: str, generator: torch.Generator | None = None) -> Any:
+    """Inputs moved to ``device`` (copies). Inputs known only by their shape (meta), or every
+    floating input when a ``generator`` is given, get fresh random values there."""
     def convert(leaf):
         if not isinstance(leaf, torch.Tensor):
             return leaf
-        if leaf.is_meta and device != "meta":
-            # An input given only by its shape: materialise random values of that shape.
+        if device != "meta" and (leaf.is_meta or (generator is not None and leaf.is_floating_point())):
             if leaf.is_floating_point():
-                return torch.randn(leaf.shape, dtype=leaf.dtype, device=device)
+                return torch.randn(leaf.shape, dtype=leaf.dtype, generator=generator).to(device)
             return torch.zeros(leaf.shape, dtype=leaf.dtype, device=device)
         return leaf.detach().to(device) if leaf.device.type != device else leaf.detach().clone()
     return pytree.tree_map(convert, value)
+
+
+def default_loss(output: Any) -> torch.Tensor | None:
+    """What DistributedDataParallel assumes: every floating-point output tensor feeds the loss."""
+    parts = [t.float().sum() for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+    return torch.stack(parts).sum() if parts else None
 
 
 @dataclass
@@ -408,11 +415,8 @@ class GraphBuilder:
 
 def compute_loss(loss_fn: Callable | None, outputs: Any) -> torch.Tensor:
     if loss_fn is None:
-        # What DistributedDataParallel assumes: every floating-point output feeds the loss.
-        parts = [t.sum() for t in tensors_in(outputs) if t.is_floating_point() and t.requires_grad]
-        if not parts:
-            return torch.zeros((), device="meta")
-        return torch.stack([p.float() for p in parts]).sum()
+        loss = default_loss(outputs)
+        return loss if loss is not None else torch.zeros((), device="meta")
     try:
         loss = loss_fn(outputs)
     except Exception as exc:
@@ -579,7 +583,7 @@ class _GraphInterpreter(fx.Interpreter):
             original = builder.table.buffers.get(str(node.target), value)
             if isinstance(value, torch.Tensor) and value.device.type != builder.execution.device \
                     and id(value) not in builder.execution.names_by_id:
-                value = _to_device(value, builder.execution.device)   # a lifted constant
+                value = inputs_on(value, builder.execution.device)   # a lifted constant
             if isinstance(value, torch.Tensor) and (name := builder.execution.names_by_id.get(id(value))):
                 self.ids[node] = builder.param_node(name)
             elif isinstance(value, torch.Tensor):
@@ -709,7 +713,7 @@ def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, 
     tensors = {name: t for name, t in tensors.items() if name in present}
     with torch.nn.utils.stateless._reparametrize_module(gm, tensors, tie_weights=True), \
             torch.enable_grad(), torch.device(device):
-        outputs = _run_interpreter(interp, _to_device(inputs, device))
+        outputs = _run_interpreter(interp, inputs_on(inputs, device))
         builder.finish(outputs, _match_sources(outputs, _output_sources(interp, graph)), loss_fn)
     builder.inputs = inputs
     return builder
@@ -744,7 +748,7 @@ def _export(model: torch.nn.Module, inputs: tuple, table: ParamTable):
                 restore.callback(logger.setLevel, logger.level)
                 logger.setLevel(logging.CRITICAL)
             warnings.simplefilter("ignore")
-            return torch.export.export(model, _to_device(tuple(inputs), "meta" if not table.real else "cpu"),
+            return torch.export.export(model, inputs_on(tuple(inputs), "meta" if not table.real else "cpu"),
                                        strict=False)
     except Exception as exc:
         raise FrontendError(f"torch.export.export failed: {type(exc).__name__}: {_first_line(exc)}",
@@ -769,7 +773,7 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
         if spec.kind == InputKind.USER_INPUT:
             value = next(user_inputs)
             # Constants (None, numbers) keep their placeholder too.
-            args.append(_to_device(value, device) if isinstance(spec.arg, TensorArgument) else value)
+            args.append(inputs_on(value, device) if isinstance(spec.arg, TensorArgument) else value)
             continue
         bindings[spec.arg.name] = spec.target
         if spec.kind == InputKind.BUFFER:
@@ -779,11 +783,11 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
         if spec.kind == InputKind.PARAMETER:
             args.append(tensors[spec.target])
         elif spec.kind == InputKind.BUFFER:
-            args.append(tensors.get(spec.target, _to_device(program.state_dict.get(spec.target), device)))
+            args.append(tensors.get(spec.target, inputs_on(program.state_dict.get(spec.target), device)))
         elif spec.kind == InputKind.CONSTANT_TENSOR:
-            args.append(_to_device(program.constants[spec.target], device))
+            args.append(inputs_on(program.constants[spec.target], device))
         else:
-            args.append(_to_device(program.constants.get(spec.target), device))
+            args.append(inputs_on(program.constants.get(spec.target), device))
     gm = program.graph_module
     interp = _GraphInterpreter(gm, builder, bindings=bindings, originals=originals)
     with torch.enable_grad(), torch.device(device):
@@ -884,7 +888,7 @@ def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, los
     handles = [module_mod.register_module_forward_pre_hook(pre_hook),
                module_mod.register_module_forward_hook(post_hook, always_call=True)]
     recorder = _Recorder(builder, stack)
-    run_inputs = _to_device(inputs, device)
+    run_inputs = inputs_on(inputs, device)
     input_ids = []
     for index, tensor in enumerate(tensors_in(run_inputs)):
         node_id = builder.add(f"input_{index}", kind="input", target=f"input_{index}", value=tensor, inputs=[])

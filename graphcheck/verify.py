@@ -24,6 +24,9 @@ from typing import Any, Callable
 import torch
 from torch.utils import _pytree as pytree
 
+from graphcheck.finding import name_list
+from graphcheck.trace import default_loss, inputs_on
+
 # Above these sizes the real-valued pass is skipped: it would allocate or compute too much.
 MAX_REAL_PARAMETERS = 50_000_000
 MAX_REAL_INPUT_ELEMENTS = 10_000_000
@@ -75,15 +78,6 @@ class _RunFailed(Exception):
     pass
 
 
-def default_loss(output: Any) -> torch.Tensor | None:
-    """DistributedDataParallel's assumption: every floating-point output tensor feeds the loss."""
-    parts = [t.sum() for t in pytree.tree_leaves(output)
-             if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
-    if not parts:
-        return None
-    return torch.stack([p.float() for p in parts]).sum()
-
-
 def _canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """named_parameters() (first name of each tensor) and every alias -> its canonical name."""
     canonical: dict[str, torch.Tensor] = {}
@@ -94,21 +88,6 @@ def _canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tenso
         alias[name] = first
         canonical.setdefault(first, param)
     return canonical, alias
-
-
-def _inputs_on(inputs: tuple, device: str, generator: torch.Generator | None = None) -> tuple:
-    """Inputs moved to ``device``; meta inputs (--input-shape) or a generator give fresh random values."""
-    def convert(leaf):
-        if not isinstance(leaf, torch.Tensor):
-            return leaf
-        if device == "meta":
-            return leaf.detach().to("meta")
-        if leaf.is_meta or (generator is not None and leaf.is_floating_point()):
-            if leaf.is_floating_point():
-                return torch.randn(leaf.shape, dtype=leaf.dtype, generator=generator).to(device)
-            return torch.zeros(leaf.shape, dtype=leaf.dtype, device=device)
-        return leaf.detach().to(device).clone()
-    return pytree.tree_map(convert, inputs)
 
 
 def _run(model, tensors: dict[str, torch.Tensor], inputs: tuple, loss_fn: Callable | None):
@@ -140,7 +119,7 @@ def none_gradient_pass(model, inputs: tuple, loss_fn, device: str) -> set[str]:
         else:
             value = param.detach().clone()
         leaves[name] = torch.nn.Parameter(value, requires_grad=param.requires_grad)
-    _run(model, {**_buffers(model, device), **leaves}, _inputs_on(inputs, device), loss_fn)
+    _run(model, {**_buffers(model, device), **leaves}, inputs_on(inputs, device), loss_fn)
     return {n for n, p in leaves.items() if p.requires_grad and p.grad is None}
 
 
@@ -155,7 +134,7 @@ def zero_gradient_steps(model, inputs: tuple, loss_fn, draws: int = DRAWS, steps
         weights = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in canonical.items()}
         buffers = _buffers(model, "cpu")
         for step in range(steps):
-            batch = _inputs_on(inputs, "cpu", None if draw == step == 0 else generator)
+            batch = inputs_on(inputs, "cpu", None if draw == step == 0 else generator)
             for tensor in weights.values():
                 tensor.grad = None
             if not _run(model, {**buffers, **weights}, batch, loss_fn):
@@ -243,10 +222,8 @@ def verify_graph(graph, findings=()) -> Verification:
     return verification
 
 
-def _names(names: set[str], limit: int = 12) -> str:
-    ordered = sorted(names)
-    shown = ", ".join(ordered[:limit]) or "none"
-    return shown + (f" and {len(ordered) - limit} more" if len(ordered) > limit else "")
+def _names(names: set[str]) -> str:
+    return name_list(sorted(names), 12, empty="none")
 
 
 def _describe(v: Verification) -> str:

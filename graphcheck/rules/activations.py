@@ -19,6 +19,7 @@ from graphcheck.finding import Finding, Location, Severity
 from graphcheck.model_graph import LOSS, ModelGraph
 from graphcheck.probe import MAX_DERIVATIVE, RELU_FAMILY, SATURATING, ActivationStats, activation_kind, probe
 from graphcheck.registry import Rule, register
+from graphcheck.rules.gradient_flow import AFFINE_MODULES
 
 _ROOT = "__graphcheck_root__"
 _NORM = re.compile(r"norm", re.IGNORECASE)
@@ -118,8 +119,6 @@ def _line(location: Location | None) -> str:
     return f"line {location.line}" if location else "no source line"
 
 
-_AFFINE_MODULES = frozenset({"Linear", "LazyLinear", "Conv1d", "Conv2d", "Conv3d",
-                             "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"})
 _AFFINE_FUNCTIONS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution", "_convolution",
                                "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"})
 _RIGHT_OPERAND = frozenset({"mm", "matmul", "__matmul__"})     # x @ W with W of shape (in, out)
@@ -155,7 +154,7 @@ def _weight_uses(graph: ModelGraph) -> list[WeightUse]:
         if data.get("kind") != "op":
             continue
         target, args = data.get("target", ""), list(data.get("args") or [])
-        affine = (data.get("module_call") and target in _AFFINE_MODULES) or target in _AFFINE_FUNCTIONS
+        affine = (data.get("module_call") and target in AFFINE_MODULES) or target in _AFFINE_FUNCTIONS
         if affine and len(args) >= 2 and _param_of(graph, args[1]):
             weight = _param_of(graph, args[1])
             shape = graph.parameters[weight].shape

@@ -48,7 +48,7 @@ _BIAS_FIRST = frozenset({"addmm", "addmm_", "baddbmm", "baddbmm_", "addbmm", "ad
 # Ops computing x * weight + bias: (x, weight, bias) in argument order.
 _BIAS_LAST = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
                         "conv_transpose2d", "conv_transpose3d"})
-_AFFINE_MODULES = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
+AFFINE_MODULES = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
                              "ConvTranspose2d", "ConvTranspose3d", "LazyLinear"})
 
 
@@ -60,12 +60,12 @@ def _factors(data: dict) -> tuple[list[str], list[str]] | None:
         return args, []
     if target in _BIAS_FIRST:
         return (args[1:], args[:1]) if len(args) >= 3 else (args, [])
-    if target in _BIAS_LAST or (data.get("module_call") and target in _AFFINE_MODULES):
+    if target in _BIAS_LAST or (data.get("module_call") and target in AFFINE_MODULES):
         return args[:2], args[2:3]
     return None
 
 
-_DETACHING = {"detach": "`.detach()`", "detach_": "`.detach_()`", "data": "`.data`",
+DETACHING_OPS = {"detach": "`.detach()`", "detach_": "`.detach_()`", "data": "`.data`",
               "item": "`.item()`", "tolist": "`.tolist()`", "numpy": "`.numpy()`"}
 
 
@@ -271,8 +271,8 @@ def _detached_verdict(mg, name, node, data_view, grad_view) -> Verdict:
                                        "`set_grad_enabled(False)` or `inference_mode()` block in forward, "
                                        "or a reentrant checkpoint none of whose inputs requires grad)"),
                                location=location)
-            elif target in _DETACHING:
-                reason = f"{_DETACHING[target]} cuts the autograd graph"
+            elif target in DETACHING_OPS:
+                reason = f"{DETACHING_OPS[target]} cuts the autograd graph"
             elif data.get("tensor") and not data.get("floating", True):
                 reason = f"{op} returns {data.get('dtype')}, which carries no gradient"
             elif not data.get("tensor"):

@@ -15,10 +15,10 @@ from typing import Iterable
 
 import networkx as nx
 
-from graphcheck.finding import Finding, Severity
+from graphcheck.finding import Finding, Severity, name_list
 from graphcheck.model_graph import LOSS, ModelGraph
 from graphcheck.registry import Rule, register
-from graphcheck.rules.gradient_flow import analyse, readable_path
+from graphcheck.rules.gradient_flow import DETACHING_OPS, analyse, readable_path
 
 # Ops that read only a tensor's metadata (shape, dtype, device), never its values: a data
 # edge into them is not a value path, so it is neither a cut nor a bypass.
@@ -33,8 +33,6 @@ METADATA_OPS = frozenset({
 # Ops whose operands after the first serve as a template (dtype, device or shape only).
 TEMPLATE_OPS = frozenset({"to", "type_as", "expand_as", "view_as", "reshape_as", "_to_copy"})
 
-EXPLICIT_CUTS = {"detach": "`.detach()`", "detach_": "`.detach_()`", "data": "`.data`",
-                 "item": "`.item()`", "tolist": "`.tolist()`", "numpy": "`.numpy()`"}
 _SUM_OPS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub__",
                       "__rsub__", "__isub__", "rsub"})
 _SUBTRACT = frozenset({"sub", "sub_", "__sub__", "__isub__"})
@@ -99,7 +97,7 @@ def _cut_kind(data: dict) -> str:
     """"explicit" for an op that throws a real derivative away, "discrete" for a piecewise-constant one."""
     if not data.get("grad_enabled", True) or data.get("region_grad_enabled") is False:
         return "explicit"
-    if data.get("target") in EXPLICIT_CUTS or not data.get("tensor", True):
+    if data.get("target") in DETACHING_OPS or not data.get("tensor", True):
         return "explicit"
     return "discrete"
 
@@ -109,8 +107,8 @@ def _describe_cut(mg: ModelGraph, node: str) -> str:
     target = data.get("target", "")
     if not data.get("grad_enabled", True) or data.get("region_grad_enabled") is False:
         return f"`{mg.describe(node)}` under `torch.no_grad()`"
-    if target in EXPLICIT_CUTS:
-        return EXPLICIT_CUTS[target]
+    if target in DETACHING_OPS:
+        return DETACHING_OPS[target]
     if not data.get("tensor", True):
         return f"`{mg.describe(node)}` (turns the tensor into a Python value)"
     if data.get("tensor") and not data.get("floating", True):
@@ -190,9 +188,8 @@ def _share(value: Fraction) -> str:
     return f"{percent:.0f}%" if percent >= 1 else f"{percent:.2g}%"
 
 
-def _names(params: list[str], limit: int = 4) -> str:
-    shown = ", ".join(params[:limit])
-    return shown + (f" and {len(params) - limit} more" if len(params) > limit else "")
+def _names(params: list[str]) -> str:
+    return name_list(params, 4)
 
 
 @register

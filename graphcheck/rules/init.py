@@ -10,7 +10,7 @@ from typing import Iterable
 import networkx as nx
 import torch
 
-from graphcheck.finding import Finding, Location, Severity
+from graphcheck.finding import Finding, Location, Severity, name_list
 from graphcheck.model_graph import LOSS, ModelGraph
 from graphcheck.probe import SATURATING
 from graphcheck.registry import Rule, register
@@ -34,9 +34,8 @@ def _location(graph: ModelGraph, use: WeightUse) -> Location | None:
     return (info.location if info else None) or graph.location_of(use.op)
 
 
-def _names(params: list[str], limit: int = 5) -> str:
-    shown = ", ".join(f"`{p}`" for p in params[:limit])
-    return shown + (f" and {len(params) - limit} more" if len(params) > limit else "")
+def _names(params: list[str]) -> str:
+    return name_list(params, 5, quote=True)
 
 
 def _group(findings: list[tuple[Location | None, WeightUse, str]]):

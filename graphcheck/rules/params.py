@@ -6,14 +6,10 @@ from collections import defaultdict
 from typing import Iterable
 
 from graphcheck.finding import Finding, Severity
+from graphcheck.finding import name_list as _names
 from graphcheck.model_graph import ModelGraph
 from graphcheck.registry import Rule, register
 from graphcheck.rules.gradient_flow import Verdict, analyse, readable_path
-
-
-def _names(params: list[str], limit: int = 6) -> str:
-    shown = ", ".join(params[:limit])
-    return shown + (f" and {len(params) - limit} more" if len(params) > limit else "")
 
 
 class _GradientRule(Rule):
