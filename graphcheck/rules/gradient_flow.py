@@ -115,10 +115,11 @@ def _is_zero_literal(data: dict) -> bool:
 class _ZeroValues:
     """Which nodes are identically zero, given the set of zero parameters assumed to stay zero."""
 
-    def __init__(self, mg: ModelGraph, zero_params: set[str]):
+    def __init__(self, mg: ModelGraph, zero_params: set[str], dead_units: frozenset[str] = frozenset()):
         self.mg = mg
         graph = mg.graph
-        self.zero: set[str] = {mg.parameters[p].node for p in zero_params}
+        self.dead_units = dead_units
+        self.zero: set[str] = {mg.parameters[p].node for p in zero_params} | set(dead_units)
         # Zero buffers and constants (a zero mask); not those forward writes to in place.
         for node, data in graph.nodes(data=True):
             if data.get("all_zero") and not _written_in_place(graph, node):
@@ -154,7 +155,7 @@ class _ZeroValues:
         """Whether the gradient flowing from ``node`` back to its input ``source`` is zero."""
         data = self.mg.graph.nodes[node]
         target = data.get("target", "")
-        if target in ZERO_DERIVATIVE_OPS:
+        if target in ZERO_DERIVATIVE_OPS or node in self.dead_units:
             return True
         factors = _factors(data)
         if factors is None:
@@ -182,6 +183,25 @@ def _zero_valued_params(mg: ModelGraph) -> set[str]:
     return zero
 
 
+def _dead_relus(mg: ModelGraph) -> frozenset[str]:
+    """ReLU calls whose every unit is inactive for every probe sample with the initial weights.
+
+    Nothing passes them, forward or backward, and the layers feeding them get no gradient to
+    move them out of it: dead at init, for good (needs real weights; uses the shared probe).
+    """
+    if not mg.has_weights:
+        return frozenset()
+    from graphcheck.probe import RELU_FAMILY, probe   # the probe imports the tracing helpers
+    from graphcheck.rules.activations import probe_nodes
+    result = probe(mg)
+    if result.error:
+        return frozenset()
+    nodes = probe_nodes(mg)
+    return frozenset(node for stats in result.activations
+                     if stats.kind in RELU_FAMILY and stats.dead_fraction == 1.0
+                     and (node := nodes.get((stats.module, stats.kind, stats.occurrence))) is not None)
+
+
 def _nonzero_grad_view(mg: ModelGraph, values: _ZeroValues) -> nx.DiGraph:
     graph = mg.graph
     return nx.subgraph_view(graph, filter_edge=lambda u, v: graph.edges[u, v].get("grad", False)
@@ -199,8 +219,9 @@ def _analyse(mg: ModelGraph) -> dict[str, Verdict]:
 
     # Greatest fixpoint: zero weights stay zero unless their own gradient is non-zero.
     staying_zero = _zero_valued_params(mg)
+    dead_units = _dead_relus(mg)
     while True:
-        values = _ZeroValues(mg, staying_zero)
+        values = _ZeroValues(mg, staying_zero, dead_units)
         nonzero = _nonzero_grad_view(mg, values)
         reaches = nx.ancestors(nonzero, LOSS) if LOSS in graph else set()
         woken = {p for p in staying_zero if mg.parameters[p].requires_grad and mg.parameters[p].node in reaches}
@@ -236,6 +257,9 @@ def _zero_verdict(mg, name, node, grad_view, values: _ZeroValues, staying_zero) 
             target = data.get("target", "")
             if target in ZERO_DERIVATIVE_OPS:
                 reason = f"`{target}` has a zero derivative almost everywhere"
+            elif v in values.dead_units:
+                reason = (f"`{mg.describe(v)}` is inactive for every unit and every input with the "
+                          "initial weights (a dead ReLU layer), so no gradient passes it")
             else:
                 zero_operands = [a for a in data.get("args") or [] if a != u and a in values.zero]
                 zero_params = [mg.graph.nodes[a].get("param") for a in zero_operands

@@ -170,10 +170,12 @@ class ZeroGradientParameter(_GradientRule):
     ## What it does
     Finds trainable parameters that autograd does reach, but only through ops whose
     derivative is zero: `round`, `floor`, `ceil`, `trunc`, `sign`; a multiplication by
-    a constant zero; or a weight that is all zeros and never gets a gradient itself
-    (two consecutive zero-initialised layers). A zero-initialised *last* layer of a
-    residual branch is not reported: its own gradient is non-zero, so it wakes up after
-    one optimizer step.
+    a constant zero (a literal, `zeros_like`, an all-zero buffer); a weight that is all
+    zeros and never gets a gradient itself (two consecutive zero-initialised layers); or
+    a ReLU layer that is dead at init (every unit negative for every input, so neither
+    it nor the layers before it ever move). A zero-initialised *last* layer of a residual
+    branch is not reported: its own gradient is non-zero, so it wakes up after one
+    optimizer step.
 
     ## Why is this bad?
     The `.grad` exists, so nothing complains, but it is all zeros at every step: the
