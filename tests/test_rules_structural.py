@@ -311,3 +311,26 @@ def test_real_model_with_a_squeezed_head():
     _, inputs = real_models.bert_classifier()
     result = _check(model, inputs)
     assert [(f.code, set(f.parameters)) for f in result.findings] == [("GC401", _layer_params("squeeze"))]
+
+
+class _BYOL(torch.nn.Module):
+    """BYOL/MoCo-style: the target branch is a whole encoder run under no_grad."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16))
+        self.pred = torch.nn.Linear(16, 16)
+
+    def forward(self, x1, x2):
+        p = self.pred(self.enc(x1))
+        with torch.no_grad():
+            z = self.enc(x2)
+        return -torch.nn.functional.cosine_similarity(p, z, dim=-1).mean()
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export", "autograd"])
+def test_no_grad_target_encoder_is_an_intended_stop_gradient(frontend):
+    result = graphcheck.check(_BYOL(), (torch.randn(4, 16), torch.randn(4, 16)), select="GC2",
+                              frontends=(frontend,))
+    assert result.status == "ok", result.error
+    assert result.findings == []

@@ -177,10 +177,27 @@ def _is_parametrised(mg: ModelGraph, node: str) -> bool:
     return any(mg.graph.nodes[p].get("kind") == "parameter" for p in mg.graph.predecessors(node))
 
 
+def _region_members(mg: ModelGraph, cut: str) -> set[str]:
+    """The ops of the no_grad block ``cut`` runs in (just ``cut`` outside any block)."""
+    region = mg.graph.nodes[cut].get("region")
+    if region is None:
+        return {cut}
+    return mg.cached(f"region:{region}", lambda: {
+        n for n, data in mg.graph.nodes(data=True) if data.get("region") == region})
+
+
 def is_detached_target(mg: ModelGraph, cut: str) -> bool:
-    """The cut value goes, through no parametrised layer, into a distance or loss op (SimSiam)."""
-    near = _downstream(value_view(mg), cut, _TARGET_HOPS, stop=lambda n: _is_parametrised(mg, n))
-    return any(mg.graph.nodes[n].get("target") in _TARGET_OPS for n in near)
+    """The cut value goes, through no parametrised layer, into a distance or loss op (SimSiam,
+    or a BYOL/MoCo target computed by a whole encoder under ``no_grad``)."""
+    members = _region_members(mg, cut)
+    graph = mg.graph
+    exits = [n for n in members if any(s not in members for s in graph.successors(n))] or [cut]
+    for start in exits:
+        near = _downstream(value_view(mg), start, _TARGET_HOPS,
+                           stop=lambda n: n not in members and _is_parametrised(mg, n))
+        if any(graph.nodes[n].get("target") in _TARGET_OPS for n in near):
+            return True
+    return False
 
 
 def _share(value: Fraction) -> str:
@@ -260,14 +277,18 @@ class PartialDetach(Rule):
         # no_grad, argmax...). An op with some grad input that skips another (multi-output
         # ops such as split, in-place writes) is differentiated, only attributed elsewhere.
         differentiated = {v for _, v, grad in g.edges(data="grad") if grad}
+        # The ops of one no_grad block are one cut, named by its first op.
+        order = {node: index for index, node in enumerate(g)}
         cuts: dict[str, list[str]] = defaultdict(list)
-        for u, v, edge in g.edges(data=True):
+        first_of_block: dict[str, str] = {}
+        for u, v, edge in sorted(g.edges(data=True), key=lambda e: order[e[1]]):
             if edge.get("grad") or not edge.get("data") or u not in carrying or v == LOSS \
                     or v in differentiated:
                 continue
             if to_loss.get(v, 0) == 0 or not reads_values(g, u, v):
                 continue
-            cuts[v].append(u)
+            block = g.nodes[v].get("region")
+            cuts[first_of_block.setdefault(block, v) if block else v].append(u)
 
         for cut, sources in cuts.items():
             if is_straight_through(mg, cut) or is_detached_target(mg, cut):
