@@ -444,6 +444,44 @@ class LossError(FrontendError):
 _set_grad_enabled = torch._C._set_grad_enabled
 
 
+class _InferenceModeAsNoGrad:
+    """``torch.inference_mode`` as the tracers can see it: a ``set_grad_enabled(False)`` block.
+
+    For gradients the two are the same; fx and torch.export record grad-mode switches but
+    not inference mode.
+    """
+
+    def __init__(self, mode: bool = True):
+        self.mode = mode
+
+    def __enter__(self):
+        self.prev = torch.is_grad_enabled()
+        torch.set_grad_enabled(self.prev and not self.mode)
+
+    def __exit__(self, *exc):
+        torch.set_grad_enabled(self.prev)
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with _InferenceModeAsNoGrad(self.mode):
+                return fn(*args, **kwargs)
+        return wrapper
+
+    def clone(self):
+        return _InferenceModeAsNoGrad(self.mode)
+
+
+@contextlib.contextmanager
+def _inference_mode_as_no_grad():
+    saved = torch.inference_mode
+    torch.inference_mode = torch.autograd.grad_mode.inference_mode = _InferenceModeAsNoGrad
+    try:
+        yield
+    finally:
+        torch.inference_mode = torch.autograd.grad_mode.inference_mode = saved
+
+
 class _GradModeTracer(fx.Tracer):
     """symbolic_trace that also records grad-mode switches (``no_grad`` in forward).
 
@@ -469,37 +507,15 @@ class _GradModeTracer(fx.Tracer):
             if getattr(tracer, "graph", None) is not None:
                 tracer.create_proxy("call_function", _set_grad_enabled, (bool(mode),), {})
 
-        class _InferenceMode:
-            def __init__(self, mode=True):
-                self.mode = mode
-
-            def __enter__(self):
-                self.prev = torch.is_grad_enabled()
-                recording_set_grad_enabled(not self.mode and self.prev)
-
-            def __exit__(self, *exc):
-                recording_set_grad_enabled(self.prev)
-
-            def __call__(self, fn):
-                @functools.wraps(fn)
-                def wrapper(*a, **k):
-                    with _InferenceMode(self.mode):
-                        return fn(*a, **k)
-                return wrapper
-
-        saved_inference = torch.inference_mode
         saved_mode = torch.is_grad_enabled()
         _set_grad_enabled(True)   # forward's own switches are recorded relative to "enabled"
         torch._C._set_grad_enabled = recording_set_grad_enabled
-        torch.inference_mode = _InferenceMode
-        torch.autograd.grad_mode.inference_mode = _InferenceMode
         try:
-            return super().trace(root, concrete_args)
+            with _inference_mode_as_no_grad():
+                return super().trace(root, concrete_args)
         finally:
             torch._C._set_grad_enabled = _set_grad_enabled
             _set_grad_enabled(saved_mode)
-            torch.inference_mode = saved_inference
-            torch.autograd.grad_mode.inference_mode = saved_inference
 
 
 def _module_of_node(node: fx.Node) -> tuple[str, str]:
@@ -748,6 +764,7 @@ def _export(model: torch.nn.Module, inputs: tuple, table: ParamTable):
                 restore.callback(logger.setLevel, logger.level)
                 logger.setLevel(logging.CRITICAL)
             warnings.simplefilter("ignore")
+            restore.enter_context(_inference_mode_as_no_grad())
             return torch.export.export(model, inputs_on(tuple(inputs), "meta" if not table.real else "cpu"),
                                        strict=False)
     except Exception as exc:

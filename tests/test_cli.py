@@ -27,7 +27,7 @@ def run(*args, cwd=None):
 def test_findings_exit_1_and_name_file_line_code():
     result = run(DETACHED)
     assert result.exit_code == 1
-    assert f"{DETACHED.relative_to(Path.cwd()) if DETACHED.is_relative_to(Path.cwd()) else DETACHED}:21: GC103 detached-parameter:" in result.output
+    assert f"{DETACHED.relative_to(Path.cwd()) if DETACHED.is_relative_to(Path.cwd()) else DETACHED}:22: GC103 detached-parameter:" in result.output
 
 
 def test_clean_model_exits_0():

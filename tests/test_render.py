@@ -94,7 +94,7 @@ def test_every_flagged_module_cut_op_loss_and_legend_are_drawn(detached):
 def test_codes_sit_beside_the_cut_ops_and_flagged_parameters(detached):
     drawing = plan(detached)
     cuts = [e for e in drawing.elements.values() if e.cut]
-    assert len(cuts) == 6
+    assert len(cuts) == 7
     assert all({f.code for f in e.own} == {"GC103"} for e in cuts)
     flagged = {n for e in drawing.elements.values() if e.own for n in e.members
                if n.startswith("param:")}

@@ -291,9 +291,9 @@ def _detached_verdict(mg, name, node, data_view, grad_view) -> Verdict:
                 group = f"no-grad:{location.file}:{location.line}" if location else \
                     f"no-grad:{data.get('region') or v}"
                 return Verdict(name, "detached", cause=v, path=path, group=group,
-                               reason=(f"{op} runs with gradients disabled (a `torch.no_grad()`, "
-                                       "`set_grad_enabled(False)` or `inference_mode()` block in forward, "
-                                       "or a reentrant checkpoint none of whose inputs requires grad)"),
+                               reason=(f"{op} runs with gradients disabled (`torch.no_grad()`, "
+                                       "`set_grad_enabled(False)`, `inference_mode()`, or a reentrant "
+                                       "checkpoint with no input that requires grad)"),
                                location=location)
             elif target in DETACHING_OPS:
                 reason = f"{DETACHING_OPS[target]} cuts the autograd graph"
