@@ -83,15 +83,21 @@ def bypassed(graph: ModelGraph, op: str) -> bool:
     return memo[op]
 
 
-def layer_weights(graph: ModelGraph) -> set[str]:
-    """Parameters that are the weight of a layer: Linear / Conv / ``x @ W`` weights and embedding tables."""
+def embedding_tables(graph: ModelGraph) -> set[str]:
+    """Parameters read by an ``embedding`` lookup."""
     def compute():
-        names = {use.param for use in weight_uses(graph)}
+        names = set()
         for node, data in graph.graph.nodes(data=True):
             if data.get("kind") == "op" and data.get("target", "").lower() == "embedding":
                 names.update(p for p in map(lambda n: _param_of(graph, n), data.get("args") or []) if p)
         return names
-    return graph.cached("layer_weights", compute)
+    return graph.cached("embedding_tables", compute)
+
+
+def layer_weights(graph: ModelGraph) -> set[str]:
+    """Parameters that are the weight of a layer: Linear / Conv / ``x @ W`` weights and embedding tables."""
+    return graph.cached("layer_weights", lambda: {use.param for use in weight_uses(graph)}
+                        | embedding_tables(graph))
 
 
 def on_main_path(graph: ModelGraph, param: str) -> bool:
@@ -486,7 +492,9 @@ class _GradientGainRule(Rule):
         result = probe(graph)
         # Layers inside a residual branch are compared with nothing: LayerScale / zero-init
         # branch ends give them tiny gradients on purpose, and the skip carries the signal.
-        weights = layer_weights(graph)
+        # Embedding tables are not layers of depth: their gradient is sparse (the rows of the
+        # tokens seen) and, when tied to an output head, dominated by the head (Whisper, GPT-2).
+        weights = layer_weights(graph) - embedding_tables(graph)
         layers = [g for g in result.gradients if g.grad_norm > 0 and g.param in weights
                   and on_main_path(graph, g.param)] \
             if not result.error else []
@@ -522,7 +530,10 @@ class VanishingGradientAtInit(_GradientGainRule):
     Runs one forward + backward pass with the model's real initial weights on the example
     inputs (and the loss, if given) and compares the gradient norm of the first trainable
     weight (in the order forward uses them) with the last one's. It reports a ratio below
-    `min-ratio` (default 1e-4) and names the layers where the gradient shrinks most.
+    `min-ratio` (default 1e-4) and names the layers where the gradient shrinks most. Only
+    weights that carry the whole signal count (not those a skip connection goes around),
+    and not embedding tables, whose gradient is sparse and, when tied to the output head,
+    the head's.
 
     ## Why is this bad?
     With a gradient 10^4 times smaller, the first layers effectively do not train at a
