@@ -34,7 +34,7 @@ from torch.utils import _pytree as pytree
 
 from graphcheck.finding import Location
 from graphcheck.model_graph import ModelGraph
-from graphcheck.trace import calling_the_model, default_loss, inputs_on, location_here, op_name, tensors_in
+from graphcheck.trace import calling_the_model, canonical_parameters, default_loss, inputs_on, location_here, op_name, tensors_in
 
 # Canonical activation kinds; op and module names of every frontend map onto them.
 SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign", "log_sigmoid"})
@@ -239,13 +239,10 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
         draws = 1   # nothing to redraw (token ids): one pass
     names_by_id: dict[int, str] = {}
     params: dict[str, torch.Tensor] = {}
-    canonical: dict[int, str] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        canonical.setdefault(id(param), name)
-    for name, param in model.named_parameters(remove_duplicate=False):
-        owner = canonical[id(param)]
-        if owner not in params:
-            params[owner] = param.detach().clone().requires_grad_(param.requires_grad)
+    tensors, alias = canonical_parameters(model)
+    for name, param in tensors.items():   # canonical names come first
+        params[name] = param.detach().clone().requires_grad_(param.requires_grad)
+    for name, owner in alias.items():
         params[name] = params[owner]
     for name, tensor in params.items():   # canonical names come first
         names_by_id.setdefault(id(tensor), name)

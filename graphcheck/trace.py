@@ -191,23 +191,30 @@ class Execution:
     names_by_id: dict[int, str]         # id(tensor used in the run) -> canonical name
 
 
+def canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``named_parameters()`` (the first name of each tensor) and every alias -> its canonical name."""
+    canonical: dict[str, torch.Tensor] = {}
+    alias: dict[str, str] = {}
+    first_by_id: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        first = first_by_id.setdefault(id(param), name)
+        alias[name] = first
+        canonical.setdefault(first, param)
+    return canonical, alias
+
+
 class ParamTable:
     """Canonical parameter names (as ``named_parameters()`` gives them) and their aliases."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        self.canonical: dict[str, ParamInfo] = {}
-        self.alias: dict[str, str] = {}
-        by_id: dict[int, str] = {}
-        for name, param in model.named_parameters(remove_duplicate=False):
-            first = by_id.setdefault(id(param), name)
-            self.alias[name] = first
-            if first == name:
-                module = name.rpartition(".")[0]
-                self.canonical[name] = ParamInfo(
-                    name=name, shape=tuple(param.shape), requires_grad=param.requires_grad,
-                    module=module, location=_assignment_location(model, name))
-            else:
+        tensors, self.alias = canonical_parameters(model)
+        self.canonical: dict[str, ParamInfo] = {
+            name: ParamInfo(name=name, shape=tuple(param.shape), requires_grad=param.requires_grad,
+                            module=name.rpartition(".")[0], location=_assignment_location(model, name))
+            for name, param in tensors.items()}
+        for name, first in self.alias.items():
+            if name != first:
                 self.canonical[first].aliases.append(name)
         self.buffers = {name: buf for name, buf in model.named_buffers(remove_duplicate=False)}
         self.real = any(not p.is_meta for p in model.parameters())

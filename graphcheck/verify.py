@@ -25,7 +25,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from graphcheck.finding import name_list
-from graphcheck.trace import default_loss, inputs_on
+from graphcheck.trace import canonical_parameters, default_loss, inputs_on
 
 # Above these sizes the real-valued pass is skipped: it would allocate or compute too much.
 MAX_REAL_PARAMETERS = 50_000_000
@@ -78,18 +78,6 @@ class _RunFailed(Exception):
     pass
 
 
-def _canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """named_parameters() (first name of each tensor) and every alias -> its canonical name."""
-    canonical: dict[str, torch.Tensor] = {}
-    alias: dict[str, str] = {}
-    first_by_id: dict[int, str] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        first = first_by_id.setdefault(id(param), name)
-        alias[name] = first
-        canonical.setdefault(first, param)
-    return canonical, alias
-
-
 def _run(model, tensors: dict[str, torch.Tensor], inputs: tuple, loss_fn: Callable | None):
     """forward + loss + backward with ``tensors`` swapped in; returns False when nothing reaches the loss."""
     try:
@@ -111,7 +99,7 @@ def _buffers(model, device: str) -> dict[str, torch.Tensor]:
 
 def none_gradient_pass(model, inputs: tuple, loss_fn, device: str) -> set[str]:
     """Trainable parameters whose ``.grad`` is None after one backward pass on ``device``."""
-    canonical, _ = _canonical_parameters(model)
+    canonical, _ = canonical_parameters(model)
     leaves = {}
     for name, param in canonical.items():
         if device == "meta":
@@ -126,7 +114,7 @@ def none_gradient_pass(model, inputs: tuple, loss_fn, device: str) -> set[str]:
 def zero_gradient_steps(model, inputs: tuple, loss_fn, draws: int = DRAWS, steps: int = STEPS,
                         lr: float = LEARNING_RATE) -> set[str]:
     """Trainable parameters whose gradient is None or all zeros for every draw and SGD step (CPU)."""
-    canonical, _ = _canonical_parameters(model)
+    canonical, _ = canonical_parameters(model)
     trainable = [n for n, p in canonical.items() if p.requires_grad]
     generator = torch.Generator().manual_seed(0)
     ever_nonzero: set[str] = set()
@@ -159,7 +147,7 @@ def _numel(values) -> int:
 def autograd_verdict(model, inputs: tuple, loss_fn, mode: str = "train") -> tuple[set[str], str, bool]:
     """(parameters autograd leaves without gradient, how that was measured, whether zeros were tested)."""
     model.train(mode == "train")
-    canonical, _ = _canonical_parameters(model)
+    canonical, _ = canonical_parameters(model)
     real = bool(canonical) and not any(p.is_meta for p in canonical.values())
     try:
         none_set, method = none_gradient_pass(model, inputs, loss_fn, "meta"), "meta"
