@@ -24,7 +24,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from graphcheck.check import check  # noqa: E402
-from graphcheck.render import plan, render_one  # noqa: E402
+from graphcheck.drawing import plan, render_one  # noqa: E402
 
 
 def bert(layers: int):

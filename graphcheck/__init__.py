@@ -5,5 +5,5 @@ from graphcheck.errors import GraphcheckError
 from graphcheck.finding import Finding, Location, Severity
 from graphcheck.report import Report, TargetResult
 
-__version__ = "0.1.0"
+from graphcheck.version import __version__
 __all__ = ["check", "Finding", "GraphcheckError", "Location", "Report", "Severity", "TargetResult"]

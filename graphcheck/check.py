@@ -20,7 +20,8 @@ from graphcheck.errors import GraphcheckError
 from graphcheck.loader import load_loss, load_target
 from graphcheck.registry import parse_codes, selected_rules
 from graphcheck.report import TargetResult
-from graphcheck.trace import FRONTENDS, build_graph, prefer_sources
+from graphcheck.frontends import FRONTENDS, build_graph
+from graphcheck.sources import prefer_sources
 
 
 def check(model: torch.nn.Module | str, inputs: Iterable | None = None, *, loss: Callable | str | None = None,

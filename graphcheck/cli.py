@@ -16,8 +16,8 @@ from graphcheck.errors import GraphcheckError
 from graphcheck.loader import parse_input_shapes
 from graphcheck.registry import all_rules, find_rule, parse_codes
 from graphcheck.report import Report
-from graphcheck.reporters import FORMATS, render
-from graphcheck.trace import FRONTENDS
+from graphcheck.reporters import FORMATS, format_report
+from graphcheck.frontends import FRONTENDS
 
 
 class _DefaultToCheck(click.Group):
@@ -33,7 +33,7 @@ class _DefaultToCheck(click.Group):
 
 def _render_suffix(ctx, param, value):
     """Reject an image format before the analysis, as a usage error (exit 2)."""
-    from graphcheck.render import FORMATS
+    from graphcheck.drawing import FORMATS
     if value and Path(value).suffix.lower() not in FORMATS:
         raise click.BadParameter(f"use a file name ending in {', '.join(FORMATS)}")
     return value
@@ -148,8 +148,9 @@ def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, ren
                        ignore_parameters=config.values.get("ignore-parameters", ()),
                        rule_options=config.rules, frontends=frontend or FRONTENDS, name=target,
                        meta=meta)
-        if verify:
-            result.verify()
+        if verify and result.status == "ok":
+            from graphcheck.verify import verify_result
+            verify_result(result)
         report.results.append(result)
         if debug:
             for note in result.notes:
@@ -160,7 +161,7 @@ def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, ren
                 click.echo(f"graphcheck: {target}: " + ", ".join(
                     f"{k} {v:.2f}s" for k, v in result.timings.items()), err=True)
 
-    text = render(report, fmt)
+    text = format_report(report, fmt)
     if output:
         try:
             with open(output, "w", encoding="utf-8") as handle:
@@ -174,7 +175,7 @@ def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, ren
             click.echo(f"graphcheck: error: {result.target}: {result.error}", err=True)
 
     if render_path:
-        from graphcheck.render import render_results
+        from graphcheck.drawing import render_results
         for message in render_results(report.results, render_path, depth=render_depth, full=render_all):
             click.echo(f"graphcheck: {message}", err=True)
     sys.exit(report.exit_code(fail_on=fail_on, exit_zero=exit_zero))

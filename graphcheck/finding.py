@@ -24,6 +24,11 @@ def name_list(names, limit: int = 6, *, quote: bool = False, empty: str = "") ->
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def fmt(value: float) -> str:
+    """A number in a message: two significant digits, scientific below 0.001."""
+    return f"{value:.2g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
+
+
 @dataclass(frozen=True)
 class Location:
     file: str

@@ -46,13 +46,6 @@ class TargetResult:
             data["verification"] = self.verification.to_dict()
         return data
 
-    def verify(self) -> "TargetResult":
-        """Cross-check the GC1xx verdict with a real forward + backward pass (see verify.py)."""
-        from graphcheck.verify import verify_result
-        if self.status == "ok":
-            verify_result(self)
-        return self
-
     def parameters_without_gradient(self) -> set[str]:
         """Union of the GC1xx findings' parameters: what autograd will leave without gradient."""
         return {p for f in self.findings if f.code.startswith("GC1") for p in f.parameters}
@@ -65,12 +58,6 @@ class Report:
     @property
     def findings(self) -> list[Finding]:
         return [f for r in self.results for f in r.findings]
-
-    def verify(self) -> "Report":
-        """Cross-check every target's GC1xx verdict with autograd (``--verify``)."""
-        for result in self.results:
-            result.verify()
-        return self
 
     def exit_code(self, fail_on: str = "error", exit_zero: bool = False) -> int:
         if any(r.status == "error" for r in self.results):

@@ -13,7 +13,7 @@ from typing import Any
 from graphcheck.check import check
 from graphcheck.finding import Severity
 from graphcheck.report import Report, TargetResult
-from graphcheck.reporters import render
+from graphcheck.reporters import format_report
 
 
 def assert_clean(model: Any, inputs=None, *, fail_on: str = "error", **options) -> TargetResult:
@@ -24,5 +24,5 @@ def assert_clean(model: Any, inputs=None, *, fail_on: str = "error", **options) 
         raise AssertionError(f"graphcheck could not analyse the model: {result.error}")
     threshold = Severity(fail_on).rank
     if any(f.severity.rank >= threshold for f in result.findings):
-        raise AssertionError("graphcheck found problems:\n" + render(report, "text"))
+        raise AssertionError("graphcheck found problems:\n" + format_report(report, "text"))
     return result

@@ -10,7 +10,7 @@ inputs, outside every tracer:
   present but identically zero (and stay zero once the other weights have moved).
 
 The parameters autograd leaves without gradient are compared with graphcheck's own
-verdict for every trainable parameter (``rules.gradient_flow.analyse``, so a narrowed
+verdict for every trainable parameter (``analysis.gradient_flow.analyse``, so a narrowed
 ``--select`` or ``ignore-parameters`` does not look like a disagreement). Any difference
 is a graphcheck bug: the result becomes an error (exit code 2) that shows both sets.
 """
@@ -25,7 +25,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from graphcheck.finding import name_list
-from graphcheck.trace import canonical_parameters, default_loss, inputs_on
+from graphcheck.running import canonical_parameters, default_loss, inputs_on
 
 # Above these sizes the real-valued pass is skipped: it would allocate or compute too much.
 MAX_REAL_PARAMETERS = 50_000_000
@@ -168,7 +168,7 @@ def autograd_verdict(model, inputs: tuple, loss_fn, mode: str = "train") -> tupl
 
 def verify_graph(graph, findings=()) -> Verification:
     """Compare graphcheck's verdicts on ``graph`` (a ModelGraph) with autograd's."""
-    from graphcheck.rules.gradient_flow import analyse
+    from graphcheck.analysis.gradient_flow import analyse
 
     verdicts = analyse(graph)
     flagged = {name for name, v in verdicts.items() if v.kind != "ok"}

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import graphcheck
-from graphcheck.trace import FRONTENDS
+from graphcheck.frontends import FRONTENDS
 from tests import real_models as rm
 from tests.oracle import params_without_gradient
 

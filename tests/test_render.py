@@ -15,7 +15,7 @@ from torch import nn
 from graphcheck.check import check
 from graphcheck.cli import cli
 from graphcheck.finding import Finding, Severity
-from graphcheck.render import FAMILIES, OTHER_FAMILY, dot_source, family_of, plan, render, render_results
+from graphcheck.drawing import FAMILIES, OTHER_FAMILY, dot_source, family_of, plan, render, render_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DETACHED = ROOT / "fixtures/params/detached-parameter/bad.py"
@@ -203,7 +203,7 @@ def test_png_and_dot_suffixes(detached, tmp_path):
 
 @pytest.mark.skipif(not HAS_DOT, reason="graphviz `dot` is not installed")
 def test_timeout_keeps_the_dot_source(detached, tmp_path, monkeypatch):
-    from graphcheck import render as module
+    from graphcheck.drawing import output as module
 
     monkeypatch.setattr(module, "DOT_TIMEOUT", 1e-6)
     messages = render_results([detached], tmp_path / "slow.svg")

@@ -52,7 +52,7 @@ def test_zero_gradient_needs_the_steps():
 
 def test_disagreement_is_an_error_with_both_sets(tmp_path, monkeypatch):
     """A graphcheck bug (simulated: the analysis says every parameter is fine) exits 2."""
-    from graphcheck.rules import gradient_flow
+    from graphcheck.analysis import gradient_flow
 
     monkeypatch.setattr(gradient_flow, "_analyse", lambda mg: {
         name: gradient_flow.Verdict(name, "ok") for name in mg.parameters})
@@ -83,7 +83,7 @@ def test_disagreement_is_an_error_with_both_sets(tmp_path, monkeypatch):
 
 
 def test_spurious_finding_is_a_disagreement(tmp_path, monkeypatch):
-    from graphcheck.rules import gradient_flow
+    from graphcheck.analysis import gradient_flow
 
     real = gradient_flow._analyse
 

@@ -16,5 +16,6 @@ def _formats() -> dict[str, Callable[[Report], str]]:
 FORMATS = ("text", "concise", "json", "sarif", "github")
 
 
-def render(report: Report, fmt: str) -> str:
+def format_report(report: Report, fmt: str) -> str:
+    """The report as text in one of FORMATS."""
     return _formats()[fmt](report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from graphcheck import __version__
+from graphcheck.version import __version__
 from graphcheck.finding import Severity
 from graphcheck.registry import all_rules
 from graphcheck.report import Report

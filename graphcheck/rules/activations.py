@@ -1,239 +1,27 @@
 """GC3xx: vanishing signal: saturating activation chains, saturation, dead units and gradient gain at init.
 
 GC301 reads the graph only (which activations follow which). GC302-GC305 need numbers:
-they read the shared probe pass (:mod:`graphcheck.probe`), one forward + backward with the
+they read the shared probe pass (:mod:`graphcheck.analysis.probe`), one forward + backward with the
 model's real initial weights.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Iterable
 
-import networkx as nx
-
-from graphcheck.finding import Finding, Location, Severity
-from graphcheck.model_graph import LOSS, ModelGraph
-from graphcheck.probe import MAX_DERIVATIVE, RELU_FAMILY, SATURATING, ActivationStats, activation_kind, probe
+from graphcheck.analysis.paths import first_location, readable_path
+from graphcheck.analysis.probe import ActivationStats, probe
+from graphcheck.analysis.signal import chain_path, node_activation, on_main_path, probe_nodes, saturating_chains
+from graphcheck.analysis.weights import embedding_tables, layer_weights
+from graphcheck.finding import Finding, Location, Severity, fmt
+from graphcheck.model_graph import ModelGraph
+from graphcheck.ops import MAX_DERIVATIVE, RELU_FAMILY, SATURATING
 from graphcheck.registry import Rule, register
-from graphcheck.rules.gradient_flow import AFFINE_MODULES
-
-_ROOT = "__graphcheck_root__"
-_NORM = re.compile(r"norm", re.IGNORECASE)
-
-
-# --------------------------------------------------------------------------- shared structure
-
-def node_activation(graph: ModelGraph, node: str) -> str | None:
-    """Canonical activation kind of a graph node (``sigmoid``, ``relu``...), or None."""
-    data = graph.graph.nodes[node]
-    if data.get("kind") != "op":
-        return None
-    return activation_kind(data.get("target", ""), data.get("module_type", ""), data.get("scalars") or ())
-
-
-def is_normalisation(graph: ModelGraph, node: str) -> bool:
-    """LayerNorm, BatchNorm, GroupNorm, RMSNorm... as a module call, an op, or an op inside one."""
-    data = graph.graph.nodes[node]
-    if data.get("kind") != "op":
-        return False
-    return bool(_NORM.search(data.get("target", "")) or _NORM.search(data.get("module_type", "") or ""))
-
-
-@dataclass
-class ActivationFlow:
-    """The part of the graph the input signal flows through (parameters and constants left out).
-
-    ``dominators`` are taken from a virtual root joined to every model input: ``a``
-    dominates ``b`` when every path from the inputs to ``b`` passes through ``a``.
-    """
-    flow: nx.DiGraph
-    dominators: dict[str, str]
-
-
-def activation_flow(graph: ModelGraph) -> ActivationFlow:
-    return graph.cached("activation_flow", lambda: _activation_flow(graph))
-
-
-def _activation_flow(graph: ModelGraph) -> ActivationFlow:
-    data = graph.data_view()
-    inputs = [n for n, d in data.nodes(data=True) if d.get("kind") == "input"]
-    reached = set(inputs)
-    for node in inputs:
-        reached |= nx.descendants(data, node)
-    flow = nx.DiGraph(data.subgraph(reached).edges)
-    flow.add_nodes_from(reached)
-    flow.add_edges_from((_ROOT, node) for node in inputs)
-    dominators = nx.immediate_dominators(flow, _ROOT) if inputs else {}
-    flow.remove_node(_ROOT) if inputs else None
-    return ActivationFlow(flow=flow, dominators=dominators)
-
-
-def bypassed(graph: ModelGraph, op: str) -> bool:
-    """Whether some node upstream of ``op`` reaches the loss without passing through it (a skip)."""
-    memo = graph.cached("bypassed", dict)
-    if op not in memo:
-        flow = activation_flow(graph).flow
-        upstream = nx.ancestors(flow, op) if op in flow and LOSS in flow else set()
-        memo[op] = bool(upstream) and bool(
-            upstream & nx.ancestors(nx.restricted_view(flow, [op], []), LOSS))
-    return memo[op]
-
-
-def embedding_tables(graph: ModelGraph) -> set[str]:
-    """Parameters read by an ``embedding`` lookup."""
-    def compute():
-        names = set()
-        for node, data in graph.graph.nodes(data=True):
-            if data.get("kind") == "op" and data.get("target", "").lower() == "embedding":
-                names.update(p for p in map(lambda n: _param_of(graph, n), data.get("args") or []) if p)
-        return names
-    return graph.cached("embedding_tables", compute)
-
-
-def layer_weights(graph: ModelGraph) -> set[str]:
-    """Parameters that are the weight of a layer: Linear / Conv / ``x @ W`` weights and embedding tables."""
-    return graph.cached("layer_weights", lambda: {use.param for use in weight_uses(graph)}
-                        | embedding_tables(graph))
-
-
-def on_main_path(graph: ModelGraph, param: str) -> bool:
-    """Whether some op that reads ``param`` carries the whole signal (no skip connection around it)."""
-    node = f"param:{param}"
-    if node not in graph.graph:
-        return False
-    ops = [n for n in graph.graph.successors(node) if graph.graph.nodes[n].get("kind") == "op"]
-    return any(not bypassed(graph, op) for op in ops)
-
-
-def nearest_location(graph: ModelGraph, nodes: Iterable[str]) -> Location | None:
-    for node in nodes:
-        location = graph.graph.nodes[node].get("location")
-        if location is not None:
-            return location
-    return None
-
-
-def fmt(value: float) -> str:
-    return f"{value:.2g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
 
 
 def _line(location: Location | None) -> str:
     return f"line {location.line}" if location else "no source line"
-
-
-_AFFINE_FUNCTIONS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution", "_convolution",
-                               "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"})
-_RIGHT_OPERAND = frozenset({"mm", "matmul", "__matmul__"})     # x @ W with W of shape (in, out)
-
-
-@dataclass
-class WeightUse:
-    """A parameter used as the weight of an affine op (Linear, Conv, x @ W)."""
-    param: str
-    op: str                    # graph node of the op
-    x: str | None              # graph node of the activation operand
-    bias: str | None           # parameter name of the bias, if any
-    fan_in: int
-    fan_out: int
-    in_dim: int                # the weight's input-feature dimension
-    out_dim: int
-
-
-def weight_uses(graph: ModelGraph) -> list[WeightUse]:
-    return graph.cached("weight_uses", lambda: _weight_uses(graph))
-
-
-def _param_of(graph: ModelGraph, node: str | None) -> str | None:
-    if node is None or node not in graph.graph:
-        return None
-    data = graph.graph.nodes[node]
-    return data.get("param") if data.get("kind") == "parameter" else None
-
-
-def _weight_uses(graph: ModelGraph) -> list[WeightUse]:
-    uses = []
-    for node, data in graph.graph.nodes(data=True):
-        if data.get("kind") != "op":
-            continue
-        target, args = data.get("target", ""), list(data.get("args") or [])
-        affine = (data.get("module_call") and target in AFFINE_MODULES) or target in _AFFINE_FUNCTIONS
-        if affine and len(args) >= 2 and _param_of(graph, args[1]):
-            weight = _param_of(graph, args[1])
-            shape = graph.parameters[weight].shape
-            if len(shape) < 2:
-                continue
-            receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-            uses.append(WeightUse(weight, node, args[0], _param_of(graph, args[2]) if len(args) > 2 else None,
-                                  fan_in=shape[1] * receptive, fan_out=shape[0] * receptive,
-                                  in_dim=1, out_dim=0))
-        elif target == "addmm" and len(args) == 3 and _param_of(graph, args[2]):
-            weight = _param_of(graph, args[2])
-            shape = graph.parameters[weight].shape
-            if len(shape) == 2:
-                uses.append(WeightUse(weight, node, args[1], _param_of(graph, args[0]),
-                                      fan_in=shape[0], fan_out=shape[1], in_dim=0, out_dim=1))
-        elif target in _RIGHT_OPERAND and len(args) == 2 and _param_of(graph, args[1]) \
-                and not _param_of(graph, args[0]):
-            weight = _param_of(graph, args[1])
-            shape = graph.parameters[weight].shape
-            if len(shape) == 2:
-                uses.append(WeightUse(weight, node, args[0], None, fan_in=shape[0], fan_out=shape[1],
-                                      in_dim=0, out_dim=1))
-    return uses
-
-
-# --------------------------------------------------------------------------- GC301
-
-def saturating_chains(graph: ModelGraph) -> list[list[str]]:
-    """Maximal sequences of saturating activations, each dominating the next, with nothing between
-    them that normalises or joins a parallel branch (a skip connection)."""
-    structure = activation_flow(graph)
-    flow, idom = structure.flow, structure.dominators
-    saturating = [n for n in flow if node_activation(graph, n) in SATURATING]
-    parent: dict[str, str] = {}
-    for node in saturating:
-        between = []
-        current = idom.get(node)
-        while current is not None and current != _ROOT and current != idom.get(current, current):
-            if node_activation(graph, current) in SATURATING:
-                if not any(_joins_branches(flow, step, current) for step in between):
-                    parent[node] = current
-                break
-            if is_normalisation(graph, current):
-                break
-            between.append(current)
-            current = idom.get(current)
-    children = defaultdict(list)
-    for child, up in parent.items():
-        children[up].append(child)
-    chains = []
-    for leaf in (n for n in saturating if not children.get(n) and n in parent):
-        chain = [leaf]
-        while chain[-1] in parent:
-            chain.append(parent[chain[-1]])
-        chains.append(chain[::-1])
-    return chains
-
-
-def _joins_branches(flow: nx.DiGraph, node: str, start: str) -> bool:
-    """A merge of two branches that both leave ``start`` (a residual add, a concat of skips)."""
-    preds = list(flow.predecessors(node))
-    if len(preds) < 2:
-        return False
-    from_start = [p for p in preds if p == start or nx.has_path(flow, start, p)]
-    return len(from_start) >= 2
-
-
-def _chain_path(graph: ModelGraph, chain: list[str]) -> list[str]:
-    flow = activation_flow(graph).flow
-    path = [chain[0]]
-    for a, b in zip(chain, chain[1:]):
-        path.extend(nx.shortest_path(flow, a, b)[1:])
-    return path
 
 
 @register
@@ -275,7 +63,7 @@ class SaturatingActivationChain(Rule):
         for chain in saturating_chains(graph):
             if len(chain) < self.config["min-length"]:
                 continue
-            path = _chain_path(graph, chain)
+            path = chain_path(graph, chain)
             kinds = [node_activation(graph, n) for n in chain]
             bound = 1.0
             for kind in kinds:
@@ -292,36 +80,9 @@ class SaturatingActivationChain(Rule):
                        f"or skip connection between them: {shown}; the gradient through them is "
                        f"scaled by at most {fmt(bound)}")
             yield self.finding(message, parameters=params,
-                               path=_readable(graph, path),
-                               location=graph.location_of(chain[0]) or nearest_location(graph, path),
+                               path=readable_path(graph, path),
+                               location=graph.location_of(chain[0]) or first_location(graph, path),
                                nodes=path)
-
-
-def _readable(graph: ModelGraph, path: list[str]) -> list[str]:
-    names: list[str] = []
-    for node in path:
-        name = graph.describe(node)
-        if not names or names[-1] != name:
-            names.append(name)
-    return names
-
-
-# --------------------------------------------------------------------------- probe matching
-
-def probe_nodes(graph: ModelGraph) -> dict[tuple[str, str, int], str]:
-    """Graph node of each probed activation call, matched by (module, kind, occurrence)."""
-    def compute():
-        counts: dict[tuple[str, str], int] = defaultdict(int)
-        found = {}
-        for node in graph.graph.nodes:
-            kind = node_activation(graph, node)
-            if kind is None:
-                continue
-            module = graph.graph.nodes[node].get("module") or ""
-            found[(module, kind, counts[(module, kind)])] = node
-            counts[(module, kind)] += 1
-        return found
-    return graph.cached("probe_nodes", compute)
 
 
 def _layer_params(graph: ModelGraph, node: str | None) -> list[str]:
@@ -365,7 +126,7 @@ class _ProbeActivationRule(Rule):
             stats_list = [s for s, _ in members]
             node_ids = [n for _, n in members if n is not None]
             params = list(dict.fromkeys(p for n in node_ids for p in _layer_params(graph, n)))
-            location = stats_list[0].location or nearest_location(graph, node_ids)
+            location = stats_list[0].location or first_location(graph, node_ids)
             yield self.finding(self.message(stats_list), parameters=params,
                                path=[_describe_call(s) for s in stats_list][:8],
                                location=location, nodes=node_ids)
@@ -381,8 +142,6 @@ def _where(group: list[ActivationStats]) -> str:
     return f"{len(group)} calls of `{group[0].kind}` ({', '.join(_describe_call(s) for s in group[:4])}" \
            f"{', ...' if len(group) > 4 else ''})"
 
-
-# --------------------------------------------------------------------------- GC302
 
 @register
 class SaturatedAtInit(_ProbeActivationRule):
@@ -433,8 +192,6 @@ class SaturatedAtInit(_ProbeActivationRule):
                 + (" (worst of the calls)" if len(group) > 1 else ""))
 
 
-# --------------------------------------------------------------------------- GC303
-
 @register
 class DeadReluAtInit(_ProbeActivationRule):
     """ReLU units that are inactive for every probe sample with the initial weights.
@@ -482,8 +239,6 @@ class DeadReluAtInit(_ProbeActivationRule):
                 + (" (worst of the calls)" if len(group) > 1 else ""))
 
 
-# --------------------------------------------------------------------------- GC304 / GC305
-
 class _GradientGainRule(Rule):
     needs_weights = True
     severity = Severity.WARNING
@@ -515,7 +270,7 @@ class _GradientGainRule(Rule):
                    f"{'collapses' if self.vanishing else 'grows'} most at: {where}")
         node = graph.parameters[first.param].node if first.param in graph.parameters else None
         users = list(graph.graph.successors(node)) if node in graph.graph else []
-        location = nearest_location(graph, users) or (graph.parameters[first.param].location
+        location = first_location(graph, users) or (graph.parameters[first.param].location
                                                       if first.param in graph.parameters else None)
         nodes = [graph.parameters[g.param].node for g in layers if g.param in graph.parameters]
         yield self.finding(message, parameters=victims,

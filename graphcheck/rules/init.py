@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from typing import Iterable
 
 import networkx as nx
 import torch
 
-from graphcheck.finding import Finding, Location, Severity, name_list
+from graphcheck.analysis.gradient_flow import analyse
+from graphcheck.analysis.signal import bypassed, is_normalisation, node_activation
+from graphcheck.analysis.weights import WeightUse, parameter_values, weight_uses
+from graphcheck.finding import Finding, Location, Severity, fmt, name_list
 from graphcheck.model_graph import LOSS, ModelGraph
-from graphcheck.probe import SATURATING
+from graphcheck.ops import RELU_LIKE, RIGHT_OPERAND, SATURATING
 from graphcheck.registry import Rule, register
-from graphcheck.rules.activations import (_RIGHT_OPERAND, WeightUse, bypassed, fmt, is_normalisation,
-                                          node_activation, weight_uses)
-from graphcheck.rules.gradient_flow import analyse
-
-_RELU_LIKE = re.compile(r"relu|gelu|silu|swish|mish|elu|hardswish", re.IGNORECASE)
-
-def _values(graph: ModelGraph) -> dict[str, torch.Tensor]:
-    return graph.cached("parameter_values", lambda: {
-        name: p.detach() for name, p in graph.model.named_parameters()})
 
 
 def _is_constant(tensor: torch.Tensor) -> bool:
@@ -45,8 +38,6 @@ def _group(findings: list[tuple[Location | None, WeightUse, str]]):
         groups[location if location else use.param].append((use, detail))
     return groups.items()
 
-
-# --------------------------------------------------------------------------- GC501
 
 @register
 class ZeroInitialisedWeight(Rule):
@@ -83,7 +74,7 @@ class ZeroInitialisedWeight(Rule):
     needs_weights = True
 
     def check(self, graph: ModelGraph) -> Iterable[Finding]:
-        values = _values(graph)
+        values = parameter_values(graph)
         verdicts = analyse(graph)
         grad_view = graph.grad_view()
         data_view = graph.data_view()
@@ -110,8 +101,6 @@ class ZeroInitialisedWeight(Rule):
                                nodes=[graph.parameters[use.param].node, use.op])
 
 
-# --------------------------------------------------------------------------- GC502
-
 def _downstream_affine(graph: ModelGraph, op: str, uses_by_op: dict[str, WeightUse]) -> list[WeightUse] | None:
     """The affine layers that first read ``op``'s output, or None if the output reaches the
     loss (or an op with non-parameter weights) before any of them."""
@@ -132,7 +121,7 @@ def _downstream_affine(graph: ModelGraph, op: str, uses_by_op: dict[str, WeightU
                     found.append(use)
                     continue
                 return None
-            if graph.graph.nodes[succ].get("target") in _RIGHT_OPERAND | {"bmm", "einsum"}:
+            if graph.graph.nodes[succ].get("target") in RIGHT_OPERAND | {"bmm", "einsum"}:
                 return None
             stack.append(succ)
     return found or None
@@ -172,7 +161,7 @@ class SymmetricInitialisation(Rule):
     needs_weights = True
 
     def check(self, graph: ModelGraph) -> Iterable[Finding]:
-        values = _values(graph)
+        values = parameter_values(graph)
         verdicts = analyse(graph)
         uses = weight_uses(graph)
         uses_by_op = {use.op: use for use in uses}
@@ -211,8 +200,6 @@ def _equal_across(weight: torch.Tensor, dim: int) -> bool:
     return bool((weight == weight.narrow(dim, 0, 1)).all())
 
 
-# --------------------------------------------------------------------------- GC503
-
 def _following_activation(graph: ModelGraph, op: str, uses_by_op: dict, depth: int = 4) -> str:
     """What the layer's output meets first: 'norm', 'relu', 'saturating' or 'linear'."""
     frontier, seen = [op], {op}
@@ -232,8 +219,8 @@ def _following_activation(graph: ModelGraph, op: str, uses_by_op: dict, depth: i
                 kind = node_activation(graph, succ)
                 if kind in SATURATING:
                     return "saturating"
-                if kind is not None or _RELU_LIKE.search(data.get("target", "")) \
-                        or _RELU_LIKE.search(data.get("module_type", "") or ""):
+                if kind is not None or RELU_LIKE.search(data.get("target", "")) \
+                        or RELU_LIKE.search(data.get("module_type", "") or ""):
                     return "relu"
                 following.append(succ)
         frontier = following
@@ -287,7 +274,7 @@ class BadlyScaledInitialisation(Rule):
     options = {"max-factor": 10.0}
 
     def check(self, graph: ModelGraph) -> Iterable[Finding]:
-        values = _values(graph)
+        values = parameter_values(graph)
         uses = weight_uses(graph)
         uses_by_op = {use.op: use for use in uses}
         limit = self.config["max-factor"]

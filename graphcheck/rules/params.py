@@ -9,7 +9,8 @@ from graphcheck.finding import Finding, Severity
 from graphcheck.finding import name_list as _names
 from graphcheck.model_graph import ModelGraph
 from graphcheck.registry import Rule, register
-from graphcheck.rules.gradient_flow import Verdict, analyse, readable_path
+from graphcheck.analysis.gradient_flow import Verdict, analyse
+from graphcheck.analysis.paths import readable_path
 
 
 class _GradientRule(Rule):

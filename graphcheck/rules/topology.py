@@ -9,122 +9,14 @@ layers: for GC402 they break a plain chain, like residual merges do.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Iterable
 
 import networkx as nx
 
-from graphcheck.finding import Finding, Location, Severity
+from graphcheck.analysis.structure import Layer, Structure, structure
+from graphcheck.finding import Finding, Severity
 from graphcheck.model_graph import ModelGraph
 from graphcheck.registry import Rule, register
-from graphcheck.rules.gradients import reachable, value_view
-
-# Layers whose feature axis is dim 1 (N, C, ...); every other layer's is the last dim.
-CHANNEL_FIRST = frozenset({
-    "conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
-    "conv_transpose2d", "conv_transpose3d", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
-    "ConvTranspose2d", "ConvTranspose3d", "LazyConv1d", "LazyConv2d", "LazyConv3d",
-})
-NORM_OPS = frozenset({
-    "layer_norm", "batch_norm", "group_norm", "instance_norm", "rms_norm", "native_layer_norm",
-    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",
-    "_native_batch_norm_legit_no_training", "native_group_norm", "normalize", "local_response_norm",
-    "weight_norm", "_weight_norm",
-})
-_NORM_CLASS = re.compile(r"Norm(\d*d)?$")
-# Ops that merge two computed tensors: a residual add, a dense concatenation.
-MERGE_OPS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__", "iadd", "sub", "__sub__",
-                       "cat", "concat", "concatenate", "stack", "hstack", "vstack"})
-_ELEMENTWISE_WITH_PARAM = MERGE_OPS | frozenset({
-    "mul", "mul_", "__mul__", "__rmul__", "div", "truediv", "__truediv__", "where", "masked_fill",
-    "copy_", "index_put", "index_put_", "setitem", "__setitem__",
-})
-
-
-@dataclass
-class Layer:
-    node: str
-    name: str                 # readable (module path or op)
-    params: list[str]
-    width_in: int | None
-    width_out: int | None
-    location: Location | None
-
-
-def _is_norm(data: dict) -> bool:
-    if data.get("target") in NORM_OPS:
-        return True
-    return bool(_NORM_CLASS.search(data.get("module_type") or ""))
-
-
-def _width(shape, channel_first: bool) -> int | None:
-    if not shape:
-        return None
-    if channel_first and len(shape) >= 3:
-        return int(shape[1])
-    return int(shape[-1])
-
-
-class Structure:
-    """The layers of a model graph and which nodes carry activations (shared by GC4xx)."""
-
-    def __init__(self, mg: ModelGraph):
-        self.mg = mg
-        graph = mg.graph
-        self.view = value_view(mg)
-        inputs = [n for n, d in graph.nodes(data=True) if d.get("kind") == "input"]
-        self.inputs = inputs
-        self.active = reachable(self.view, inputs)
-        params = [n for n, d in graph.nodes(data=True) if d.get("kind") == "parameter"]
-        # Parameters and what is computed from them alone (``weight.t()``), before any activation.
-        weight_like = set(reachable(self.view.subgraph(set(graph) - self.active), params))
-        self.norms = {n for n in self.active if graph.nodes[n].get("kind") == "op" and _is_norm(graph.nodes[n])}
-        self.merges = {n for n in self.active if self._is_merge(n)}
-        self._static_reversed = self.view.subgraph(weight_like).reverse(copy=False)
-        self.layers: dict[str, Layer] = {}
-        for node in self.active:
-            data = graph.nodes[node]
-            if data.get("kind") != "op" or node in self.norms or data.get("target") in _ELEMENTWISE_WITH_PARAM:
-                continue
-            weights = [a for a in graph.predecessors(node) if a in weight_like and self._is_matrix(a)]
-            if not weights:
-                continue
-            self.layers[node] = self._layer(node, weight_like)
-
-    def _is_matrix(self, node: str) -> bool:
-        shape = self.mg.graph.nodes[node].get("shape") or ()
-        return len(shape) >= 2
-
-    def _is_merge(self, node: str) -> bool:
-        data = self.mg.graph.nodes[node]
-        if data.get("target") not in MERGE_OPS:
-            return False
-        computed = {a for a in data.get("args") or [] if a in self.active}
-        return len(computed) >= 2
-
-    def _layer(self, node: str, weight_like: set[str]) -> Layer:
-        graph = self.mg.graph
-        data = graph.nodes[node]
-        channel_first = data.get("target") in CHANNEL_FIRST or data.get("module_type") in CHANNEL_FIRST \
-            and data.get("module_call")
-        order = {name: index for index, name in enumerate(self.mg.parameters)}
-        weights = [p for p in graph.predecessors(node) if p in weight_like]
-        params = sorted({graph.nodes[p]["param"] for p in reachable(self._static_reversed, weights)
-                         if graph.nodes[p].get("kind") == "parameter"}, key=lambda n: order.get(n, 0))
-        width_in = None
-        for arg in data.get("args") or []:
-            arg_data = graph.nodes[arg]
-            if arg in self.active and arg_data.get("tensor") and arg_data.get("floating", True):
-                width_in = _width(arg_data.get("shape"), channel_first)
-                break
-        width_out = _width(data.get("shape"), channel_first) if data.get("floating", True) else None
-        name = data.get("module") if data.get("module") else self.mg.describe(node)
-        return Layer(node, name, params, width_in, width_out, data.get("location"))
-
-
-def structure(mg: ModelGraph) -> Structure:
-    return mg.cached("topology_structure", lambda: Structure(mg))
 
 
 @register

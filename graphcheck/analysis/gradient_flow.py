@@ -20,53 +20,26 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from graphcheck.analysis.paths import location_on_path
+from graphcheck.analysis.probe import probe
+from graphcheck.analysis.signal import probe_nodes
 from graphcheck.finding import Location
 from graphcheck.model_graph import LOSS, ModelGraph
-from graphcheck.trace import ZERO_DERIVATIVE_OPS
-
-# Ops whose output is zero wherever their (first) input is zero.
-_ZERO_PRESERVING = frozenset({
-    "relu", "relu_", "relu6", "leaky_relu", "gelu", "silu", "tanh", "hardtanh", "elu", "selu",
-    "celu", "mish", "hardswish", "softshrink", "hardshrink", "dropout", "dropout_", "alpha_dropout",
-    "feature_alpha_dropout", "ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Tanh", "Hardtanh",
-    "ELU", "SELU", "Mish", "Hardswish", "Dropout", "Dropout1d", "Dropout2d", "Identity",
-    "view", "reshape", "_unsafe_view", "flatten", "unflatten", "permute", "transpose", "t",
-    "squeeze", "unsqueeze", "expand", "expand_as", "view_as", "reshape_as", "contiguous",
-    "clone", "getitem", "__getitem__", "select", "slice", "narrow", "to", "float", "half",
-    "double", "bfloat16", "type_as", "neg", "__neg__", "sum", "mean", "max_pool1d", "max_pool2d",
-    "avg_pool1d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_avg_pool1d", "MaxPool2d",
-    "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "chunk", "split", "split_with_sizes",
-    "set_grad_enabled_region", "alias", "lift_fresh_copy", "_to_copy",
-})
-_ZERO_CREATORS = frozenset({"zeros", "zeros_like", "new_zeros", "zero_"})
-_MULTIPLY = frozenset({"mul", "mul_", "__mul__", "__rmul__", "multiply", "matmul", "__matmul__",
-                       "mm", "bmm", "einsum", "outer", "dot", "mv", "Bilinear", "bilinear"})
-_SUM_LIKE = frozenset({"add", "add_", "__add__", "__radd__", "sub", "__sub__", "__rsub__", "cat",
-                       "concat", "stack", "__iadd__"})
-# Ops computing bias + a @ b: (bias, a, b) in argument order.
-_BIAS_FIRST = frozenset({"addmm", "addmm_", "baddbmm", "baddbmm_", "addbmm", "addmv", "addr"})
-# Ops computing x * weight + bias: (x, weight, bias) in argument order.
-_BIAS_LAST = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
-                        "conv_transpose2d", "conv_transpose3d"})
-AFFINE_MODULES = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
-                             "ConvTranspose2d", "ConvTranspose3d", "LazyLinear"})
+from graphcheck.ops import (AFFINE_MODULES, BIAS_FIRST, BIAS_LAST, DETACHING_OPS, MULTIPLY, RELU_FAMILY, SUM_LIKE, VIEWS,
+                            ZERO_CREATORS, ZERO_DERIVATIVE_OPS, ZERO_PRESERVING)
 
 
 def _factors(data: dict) -> tuple[list[str], list[str]] | None:
     """(multiplied operands, added operands) of a product-like op, else None."""
     target = data.get("target", "")
     args = list(data.get("args") or [])
-    if target in _MULTIPLY:
+    if target in MULTIPLY:
         return args, []
-    if target in _BIAS_FIRST:
+    if target in BIAS_FIRST:
         return (args[1:], args[:1]) if len(args) >= 3 else (args, [])
-    if target in _BIAS_LAST or (data.get("module_call") and target in AFFINE_MODULES):
+    if target in BIAS_LAST or (data.get("module_call") and target in AFFINE_MODULES):
         return args[:2], args[2:3]
     return None
-
-
-DETACHING_OPS = {"detach": "`.detach()`", "detach_": "`.detach_()`", "data": "`.data`",
-              "item": "`.item()`", "tolist": "`.tolist()`", "numpy": "`.numpy()`"}
 
 
 @dataclass
@@ -85,11 +58,6 @@ def _in_place(target: str) -> bool:
         or target in ("setitem", "__setitem__", "index_put", "copy")
 
 
-_VIEWS = frozenset({"getitem", "__getitem__", "slice", "select", "narrow", "view", "as_strided",
-                    "reshape", "transpose", "permute", "expand", "unsqueeze", "squeeze", "alias",
-                    "diagonal", "unfold", "t"})
-
-
 def _written_in_place(graph: nx.DiGraph, node: str) -> bool:
     """Whether forward writes into ``node``'s tensor, directly or through a view of it.
 
@@ -102,7 +70,7 @@ def _written_in_place(graph: nx.DiGraph, node: str) -> bool:
             target = graph.nodes[user].get("target", "")
             if _in_place(target):
                 return True
-            if target in _VIEWS and user not in seen:
+            if target in VIEWS and user not in seen:
                 seen.add(user)
                 stack.append(user)
     return False
@@ -135,7 +103,7 @@ class _ZeroValues:
         target = data.get("target", "")
         args = data.get("args") or []
         zero_args = [a in self.zero for a in args]
-        if target in _ZERO_CREATORS:
+        if target in ZERO_CREATORS:
             return True
         if target in ("full", "full_like", "new_full", "fill_") and data.get("scalars") in ([0], [0.0]):
             return True
@@ -145,9 +113,9 @@ class _ZeroValues:
             scaled_by_zero = target.startswith(("mul", "__mul", "__rmul")) and _is_zero_literal(data)
             product_zero = scaled_by_zero or any(a in self.zero for a in products)
             return product_zero and all(a in self.zero for a in addends)
-        if target in _SUM_LIKE:
+        if target in SUM_LIKE:
             return bool(args) and all(zero_args) and not any(s != 0 for s in data.get("scalars") or [] if target.startswith(("add", "__add", "__radd", "sub")))
-        if target in _ZERO_PRESERVING:
+        if target in ZERO_PRESERVING:
             return bool(args) and args[0] in self.zero
         return False
 
@@ -191,8 +159,6 @@ def _dead_relus(mg: ModelGraph) -> frozenset[str]:
     """
     if not mg.has_weights:
         return frozenset()
-    from graphcheck.probe import RELU_FAMILY, probe   # the probe imports the tracing helpers
-    from graphcheck.rules.activations import probe_nodes
     result = probe(mg)
     if result.error:
         return frozenset()
@@ -272,7 +238,7 @@ def _zero_verdict(mg, name, node, grad_view, values: _ZeroValues, staying_zero) 
                 else:
                     reason = f"`{mg.describe(v)}` multiplies by the constant 0"
             return Verdict(name, "zero", cause=v, path=path, reason=reason,
-                           location=_nearest_location(mg, path, path.index(v)))
+                           location=location_on_path(mg, path, path.index(v)))
     return Verdict(name, "zero", cause=path[-1], path=path,
                    reason="the gradient reaching it is identically zero")
 
@@ -286,7 +252,7 @@ def _detached_verdict(mg, name, node, data_view, grad_view) -> Verdict:
             target = data.get("target", "")
             op = f"`{mg.describe(v)}`"
             if not data.get("grad_enabled", True) or data.get("region_grad_enabled") is False:
-                location = _nearest_location(mg, path, path.index(v))
+                location = location_on_path(mg, path, path.index(v))
                 # One finding per block; a block run in a loop (a checkpoint per layer) is one line.
                 group = f"no-grad:{location.file}:{location.line}" if location else \
                     f"no-grad:{data.get('region') or v}"
@@ -304,7 +270,7 @@ def _detached_verdict(mg, name, node, data_view, grad_view) -> Verdict:
             else:
                 reason = f"{op} does not differentiate with respect to this input"
             return Verdict(name, "detached", cause=v, path=path, reason=reason,
-                           location=_nearest_location(mg, path, path.index(v)))
+                           location=location_on_path(mg, path, path.index(v)))
     return Verdict(name, "detached", cause=path[-1], path=path, reason="the gradient path is cut")
 
 
@@ -323,27 +289,4 @@ def _dead_verdict(mg, name, node, data_view) -> Verdict:
         reason = f"its result (`{mg.describe(sink)}`) is computed and never used"
         anchor = sink
     return Verdict(name, "dead", cause=anchor, path=path, reason=reason,
-                   location=_nearest_location(mg, path, path.index(anchor)))
-
-
-def _nearest_location(mg: ModelGraph, path: list[str], index: int) -> Location | None:
-    """Source line of path[index], or of the closest op before it that has one."""
-    for position in range(index, -1, -1):
-        location = mg.graph.nodes[path[position]].get("location")
-        if location is not None:
-            return location
-    for position in range(index + 1, len(path)):
-        location = mg.graph.nodes[path[position]].get("location")
-        if location is not None:
-            return location
-    return None
-
-
-def readable_path(mg: ModelGraph, path: list[str]) -> list[str]:
-    """Node names along a path, with consecutive repeats (ops of one module call) merged."""
-    names: list[str] = []
-    for node in path:
-        name = mg.describe(node)
-        if not names or names[-1] != name:
-            names.append(name)
-    return names
+                   location=location_on_path(mg, path, path.index(anchor)))

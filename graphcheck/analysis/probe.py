@@ -23,7 +23,6 @@ normal distribution with the example's mean and standard deviation.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,42 +33,19 @@ from torch.utils import _pytree as pytree
 
 from graphcheck.finding import Location
 from graphcheck.model_graph import ModelGraph
-from graphcheck.trace import calling_the_model, canonical_parameters, default_loss, inputs_on, location_here, op_name, tensors_in
+from graphcheck.ops import CHANNEL_FIRST_PATTERN, SATURATING, activation_kind
+from graphcheck.running import canonical_parameters, default_loss, inputs_on, module_stack, op_name, tensors_in
+from graphcheck.sources import calling_the_model, location_here
 
-# Canonical activation kinds; op and module names of every frontend map onto them.
-SATURATING = frozenset({"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign", "log_sigmoid"})
-RELU_FAMILY = frozenset({"relu", "relu6"})
 # Largest derivative of each saturating activation (sigmoid' <= 1/4, the others <= 1).
 MAX_PROBE_INPUT_ELEMENTS = 10_000_000
+
+
 MAX_PROBE_PARAMETERS = 200_000_000
 
-MAX_DERIVATIVE = {"sigmoid": 0.25, "tanh": 1.0, "hardtanh": 1.0, "hardsigmoid": 1.0 / 6.0,
-                  "softsign": 1.0, "log_sigmoid": 1.0}
+
 # An entry counts as saturated where the derivative is below this share of the maximum.
 SATURATED_BELOW = 0.1
-# Composite activations (GELU's tanh approximation, SiLU = x * sigmoid(x)) call tanh or
-# sigmoid internally, but their linear part carries the gradient: not saturating.
-_COMPOSITE = re.compile(r"gelu|silu|swish|mish|glu", re.IGNORECASE)
-# Ops after which the unit (channel) dimension of a tensor is 1 (NCHW), not the last one.
-_CHANNEL_FIRST = re.compile(r"conv|batch_norm|instance_norm|group_norm|pool|BatchNorm|InstanceNorm|GroupNorm")
-
-_ALIASES = {"logsigmoid": "log_sigmoid", "sigmoid": "sigmoid", "tanh": "tanh"}
-
-
-def activation_kind(target: str, module_type: str = "", scalars=()) -> str | None:
-    """Canonical activation kind of an op or module name, or None for anything else.
-
-    ``hardtanh(x, 0, 6)`` is what ``relu6`` becomes in some graphs: ReLU family.
-    """
-    if not target or _COMPOSITE.search(module_type or ""):
-        return None
-    name = target.lower().rstrip("_")
-    name = _ALIASES.get(name, name)
-    if name == "hardtanh" and list(scalars or ())[:1] == [0.0]:
-        return "relu6"
-    if name in SATURATING or name in RELU_FAMILY:
-        return name
-    return None
 
 
 def relative_derivative(kind: str, x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
@@ -137,7 +113,7 @@ def probe(graph: ModelGraph) -> Probe:
 
 
 def _unit_dim(producer: str | None, ndim: int) -> int:
-    if ndim >= 3 and producer is not None and _CHANNEL_FIRST.search(producer):
+    if ndim >= 3 and producer is not None and CHANNEL_FIRST_PATTERN.search(producer):
         return 1
     return ndim - 1 if ndim else 0
 
@@ -151,9 +127,9 @@ def _per_unit_max(x: torch.Tensor, dim: int) -> torch.Tensor:
 class _ActivationRecorder(TorchFunctionMode):
     """Records pre-activation statistics at every saturating / ReLU-family call."""
 
-    def __init__(self, module_stack: list[tuple[str, str]], param_ids: set[int]):
+    def __init__(self, modules: list[tuple[str, str]], param_ids: set[int]):
         super().__init__()
-        self.module_stack = module_stack
+        self.module_stack = modules
         self.param_ids = param_ids
         self.records: list[ActivationStats] = []
         self.counts: Counter = Counter()
@@ -247,55 +223,48 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
     for name, tensor in params.items():   # canonical names come first
         names_by_id.setdefault(id(tensor), name)
     buffers = {name: buf.detach().clone() for name, buf in model.named_buffers(remove_duplicate=False)}
-    module_names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
-    stack: list[tuple[str, str]] = []
-
-    def pre_hook(module, args):
-        stack.append((module_names.get(id(module), ""), type(module).__name__))
-
-    def post_hook(module, args, output):
-        if stack:
-            stack.pop()
-
-    from torch.nn.modules import module as module_mod
     was_training = model.training
     model.train(train)
-    generator = torch.Generator().manual_seed(0)
-    first: _ActivationRecorder | None = None
-    handles = [module_mod.register_module_forward_pre_hook(pre_hook),
-               module_mod.register_module_forward_hook(post_hook, always_call=True)]
     try:
-        for draw in range(draws):
-            batch_inputs = inputs if draw == 0 else _redraw(inputs, generator)
-            recorder = _ActivationRecorder(stack, set(names_by_id))
-            stack.clear()
-            state = {**{n: (b.clone() if draw else b) for n, b in buffers.items()}, **params}
-            with torch.enable_grad() if draw == 0 else torch.no_grad():
-                with recorder, calling_the_model():
-                    output = torch.func.functional_call(model, state, batch_inputs, tie_weights=True,
-                                                        strict=False)
-                if draw == 0:
-                    first = recorder
-                    loss = loss_fn(output) if loss_fn is not None else default_loss(output)
-                    if isinstance(loss, torch.Tensor) and loss.requires_grad:
-                        loss.backward()
-                    result.gradients = _layer_gradients(recorder.param_order, names_by_id, params)
-                else:
-                    _accumulate(first.records, recorder.records)
-            result.samples += batch
-            result.draws += 1
+        with module_stack(model) as stack:
+            first = _draws(model, inputs, loss_fn, params, names_by_id, buffers, draws, batch, stack, result)
     except Exception as exc:   # user code (model or loss) failing on the CPU: no probe findings
         result.error = f"{type(exc).__name__}: {exc}"
         return result
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     for stats in first.records if first else []:
         if stats.unit_max is not None:
             stats.dead_fraction = float((stats.unit_max < 0).float().mean())
     result.activations = first.records if first else []
     return result
+
+
+def _draws(model, inputs, loss_fn, params, names_by_id, buffers, draws, batch, stack,
+           result: Probe) -> "_ActivationRecorder | None":
+    """The probe's passes: forward + backward on the example, forward-only on redrawn inputs."""
+    generator = torch.Generator().manual_seed(0)
+    first: _ActivationRecorder | None = None
+    for draw in range(draws):
+        batch_inputs = inputs if draw == 0 else _redraw(inputs, generator)
+        recorder = _ActivationRecorder(stack, set(names_by_id))
+        stack.clear()
+        state = {**{n: (b.clone() if draw else b) for n, b in buffers.items()}, **params}
+        with torch.enable_grad() if draw == 0 else torch.no_grad():
+            with recorder, calling_the_model():
+                output = torch.func.functional_call(model, state, batch_inputs, tie_weights=True,
+                                                    strict=False)
+            if draw == 0:
+                first = recorder
+                loss = loss_fn(output) if loss_fn is not None else default_loss(output)
+                if isinstance(loss, torch.Tensor) and loss.requires_grad:
+                    loss.backward()
+                result.gradients = _layer_gradients(recorder.param_order, names_by_id, params)
+            else:
+                _accumulate(first.records, recorder.records)
+        result.samples += batch
+        result.draws += 1
+    return first
 
 
 def _accumulate(first: list[ActivationStats], later: list[ActivationStats]) -> None:

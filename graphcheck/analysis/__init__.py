@@ -1,0 +1,1 @@
+"""Read-only analysis passes over the model graph that rules share (paths, gradient flow, signal, weights, cuts, structure, probe)."""

@@ -1,0 +1,88 @@
+"""Weight uses: which parameters are the weight of an affine op (Linear, Conv, ``x @ W``), embedding tables, weight values."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from graphcheck.model_graph import ModelGraph
+from graphcheck.ops import AFFINE_FUNCTIONS, AFFINE_MODULES, RIGHT_OPERAND
+
+def embedding_tables(graph: ModelGraph) -> set[str]:
+    """Parameters read by an ``embedding`` lookup."""
+    def compute():
+        names = set()
+        for node, data in graph.graph.nodes(data=True):
+            if data.get("kind") == "op" and data.get("target", "").lower() == "embedding":
+                names.update(p for p in map(lambda n: param_of(graph, n), data.get("args") or []) if p)
+        return names
+    return graph.cached("embedding_tables", compute)
+
+
+def layer_weights(graph: ModelGraph) -> set[str]:
+    """Parameters that are the weight of a layer: Linear / Conv / ``x @ W`` weights and embedding tables."""
+    return graph.cached("layer_weights", lambda: {use.param for use in weight_uses(graph)}
+                        | embedding_tables(graph))
+
+
+@dataclass
+class WeightUse:
+    """A parameter used as the weight of an affine op (Linear, Conv, x @ W)."""
+    param: str
+    op: str                    # graph node of the op
+    x: str | None              # graph node of the activation operand
+    bias: str | None           # parameter name of the bias, if any
+    fan_in: int
+    fan_out: int
+    in_dim: int                # the weight's input-feature dimension
+    out_dim: int
+
+
+def weight_uses(graph: ModelGraph) -> list[WeightUse]:
+    return graph.cached("weight_uses", lambda: _weight_uses(graph))
+
+
+def param_of(graph: ModelGraph, node: str | None) -> str | None:
+    if node is None or node not in graph.graph:
+        return None
+    data = graph.graph.nodes[node]
+    return data.get("param") if data.get("kind") == "parameter" else None
+
+
+def _weight_uses(graph: ModelGraph) -> list[WeightUse]:
+    uses = []
+    for node, data in graph.graph.nodes(data=True):
+        if data.get("kind") != "op":
+            continue
+        target, args = data.get("target", ""), list(data.get("args") or [])
+        affine = (data.get("module_call") and target in AFFINE_MODULES) or target in AFFINE_FUNCTIONS
+        if affine and len(args) >= 2 and param_of(graph, args[1]):
+            weight = param_of(graph, args[1])
+            shape = graph.parameters[weight].shape
+            if len(shape) < 2:
+                continue
+            receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+            uses.append(WeightUse(weight, node, args[0], param_of(graph, args[2]) if len(args) > 2 else None,
+                                  fan_in=shape[1] * receptive, fan_out=shape[0] * receptive,
+                                  in_dim=1, out_dim=0))
+        elif target == "addmm" and len(args) == 3 and param_of(graph, args[2]):
+            weight = param_of(graph, args[2])
+            shape = graph.parameters[weight].shape
+            if len(shape) == 2:
+                uses.append(WeightUse(weight, node, args[1], param_of(graph, args[0]),
+                                      fan_in=shape[0], fan_out=shape[1], in_dim=0, out_dim=1))
+        elif target in RIGHT_OPERAND and len(args) == 2 and param_of(graph, args[1]) \
+                and not param_of(graph, args[0]):
+            weight = param_of(graph, args[1])
+            shape = graph.parameters[weight].shape
+            if len(shape) == 2:
+                uses.append(WeightUse(weight, node, args[0], None, fan_in=shape[0], fan_out=shape[1],
+                                      in_dim=0, out_dim=1))
+    return uses
+
+
+def parameter_values(graph: ModelGraph) -> dict[str, torch.Tensor]:
+    return graph.cached("parameter_values", lambda: {
+        name: p.detach() for name, p in graph.model.named_parameters()})

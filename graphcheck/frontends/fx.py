@@ -1,0 +1,122 @@
+"""The torch.fx frontend: symbolic tracing that also records grad-mode switches (``no_grad`` in forward)."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.fx as fx
+
+from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
+from graphcheck.frontends.interpreter import GraphInterpreter, match_sources, output_sources, run_interpreter
+from graphcheck.frontends.naming import ParamTable
+from graphcheck.frontends.patches import inference_mode_as_no_grad, set_grad_enabled_op
+from graphcheck.running import inputs_on, swapped_parameters
+
+
+class GradModeTracer(fx.Tracer):
+    """symbolic_trace that also records grad-mode switches (``no_grad`` in forward).
+
+    torch.fx does not record ``torch.no_grad()`` blocks; while tracing, every call of
+    ``torch._C._set_grad_enabled`` (what ``no_grad``, ``enable_grad``, ``set_grad_enabled``
+    and ``inference_mode`` come down to) is also emitted as a graph node, so running the
+    graph switches grad mode exactly where ``forward`` did.
+    """
+
+    record_stack_traces = True
+
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        node.meta["module_path"] = self.scope.module_path
+        node.meta["module_type"] = self.scope.module_type
+        return node
+
+    def trace(self, root, concrete_args=None):
+        tracer = self
+
+        def recording_set_grad_enabled(mode):
+            set_grad_enabled_op(mode)
+            if getattr(tracer, "graph", None) is not None:
+                tracer.create_proxy("call_function", set_grad_enabled_op, (bool(mode),), {})
+
+        saved_mode = torch.is_grad_enabled()
+        set_grad_enabled_op(True)   # forward's own switches are recorded relative to "enabled"
+        torch._C._set_grad_enabled = recording_set_grad_enabled
+        try:
+            with inference_mode_as_no_grad():
+                return super().trace(root, concrete_args)
+        finally:
+            torch._C._set_grad_enabled = set_grad_enabled_op
+            set_grad_enabled_op(saved_mode)
+
+
+def _symbolic_trace(model: torch.nn.Module, inputs: tuple) -> tuple[fx.GraphModule, fx.Graph]:
+    try:
+        graph = GradModeTracer().trace(model, concrete_args=_none_arguments(model, inputs))
+        return fx.GraphModule(model, graph), graph
+    except Exception as exc:
+        raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {first_line(exc)}",
+                            kind="trace") from exc
+
+
+def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
+             cache: dict) -> GraphBuilder:
+    if "fx" not in cache:   # traced once; only the execution is retried on another device
+        cache["fx"] = _symbolic_trace(model, inputs)
+    gm, graph = cache["fx"]
+    if not inputs:
+        inputs = infer_inputs(gm)
+    execution, tensors = table.execution(device)
+    builder = GraphBuilder(table, execution)
+    interp = GraphInterpreter(gm, builder)
+    # The GraphModule keeps only the submodules forward uses; swap in tensors for those.
+    present = {n for n, _ in gm.named_parameters(remove_duplicate=False)} | \
+        {n for n, _ in gm.named_buffers(remove_duplicate=False)}
+    tensors = {name: t for name, t in tensors.items() if name in present}
+    with swapped_parameters(gm, tensors), \
+            torch.enable_grad(), torch.device(device):
+        outputs = run_interpreter(interp, inputs_on(inputs, device))
+        builder.finish(outputs, match_sources(outputs, output_sources(interp, graph)), loss_fn)
+    builder.inputs = inputs
+    return builder
+
+
+def _none_arguments(model: torch.nn.Module, inputs: tuple) -> dict | None:
+    """Positional inputs given as None are fixed for tracing (``attention_mask=None``)."""
+    if not any(value is None for value in inputs):
+        return None
+    try:
+        names = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    return {names[i]: None for i, value in enumerate(inputs) if value is None and i < len(names)}
+
+
+
+def infer_inputs(gm: fx.GraphModule) -> tuple:
+    """Example inputs from the first layer each placeholder feeds (Linear, Conv, Embedding)."""
+    inputs = []
+    for node in gm.graph.nodes:
+        if node.op != "placeholder":
+            continue
+        tensor = None
+        for user in node.users:
+            if user.op != "call_module":
+                continue
+            layer = gm.get_submodule(user.target)
+            if isinstance(layer, torch.nn.Linear):
+                tensor = torch.randn(2, layer.in_features)
+            elif isinstance(layer, torch.nn.Conv2d):
+                tensor = torch.randn(2, layer.in_channels, 32, 32)
+            elif isinstance(layer, torch.nn.Conv1d):
+                tensor = torch.randn(2, layer.in_channels, 64)
+            elif isinstance(layer, torch.nn.Embedding):
+                tensor = torch.randint(0, layer.num_embeddings, (2, 8))
+            if tensor is not None:
+                break
+        if tensor is None:
+            raise FrontendError(
+                f"cannot guess a shape for input {node.name!r}: return (model, example_inputs) "
+                "from the factory or pass --input-shape", kind="inputs")
+        inputs.append(tensor)
+    return tuple(inputs)

@@ -1,0 +1,97 @@
+"""Running the user's model: tensors in a value, inputs on a device, the default loss, swapped parameters, module stacks.
+
+Every harness that executes the model (the graph builder, the probe, ``--verify``) uses
+these, so each swaps parameters and tracks the running module the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    return [leaf for leaf in pytree.tree_leaves(value) if isinstance(leaf, torch.Tensor)]
+
+
+def op_name(target: Any) -> str:
+    """Readable name of an fx target or a torch function (``linear``, ``argmax``, ``detach``)."""
+    if isinstance(target, str):
+        return target
+    if isinstance(target, torch._ops.OpOverload):
+        return target._schema.name.split("::")[-1]
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        return target.name()
+    name = getattr(target, "__name__", None) or repr(target)
+    if name == "__get__":  # a property read through __torch_function__ (Tensor.data)
+        owner = getattr(target, "__self__", None)
+        name = getattr(owner, "__name__", name)
+    return name
+
+
+def inputs_on(value: Any, device: str, generator: torch.Generator | None = None) -> Any:
+    """Inputs moved to ``device`` (copies). Inputs known only by their shape (meta), or every
+    floating input when a ``generator`` is given, get fresh random values there."""
+    def convert(leaf):
+        if not isinstance(leaf, torch.Tensor):
+            return leaf
+        if device != "meta" and (leaf.is_meta or (generator is not None and leaf.is_floating_point())):
+            if leaf.is_floating_point():
+                return torch.randn(leaf.shape, dtype=leaf.dtype, generator=generator).to(device)
+            return torch.zeros(leaf.shape, dtype=leaf.dtype, device=device)
+        return leaf.detach().to(device) if leaf.device.type != device else leaf.detach().clone()
+    return pytree.tree_map(convert, value)
+
+
+def default_loss(output: Any) -> torch.Tensor | None:
+    """What DistributedDataParallel assumes: every floating-point output tensor feeds the loss."""
+    parts = [t.float().sum() for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+    return torch.stack(parts).sum() if parts else None
+
+
+
+def canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``named_parameters()`` (the first name of each tensor) and every alias -> its canonical name."""
+    canonical: dict[str, torch.Tensor] = {}
+    alias: dict[str, str] = {}
+    first_by_id: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        first = first_by_id.setdefault(id(param), name)
+        alias[name] = first
+        canonical.setdefault(first, param)
+    return canonical, alias
+
+
+@contextlib.contextmanager
+def module_stack(model: torch.nn.Module):
+    """A list that holds ``(qualified name, class name)`` of every module running right now.
+
+    Global forward hooks keep it, so ops recorded by a ``TorchFunctionMode`` know their module.
+    """
+    from torch.nn.modules import module as module_mod
+
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    stack: list[tuple[str, str]] = []
+
+    def pre_hook(module, args):
+        stack.append((names.get(id(module), ""), type(module).__name__))
+
+    def post_hook(module, args, output):
+        if stack:
+            stack.pop()
+
+    handles = [module_mod.register_module_forward_pre_hook(pre_hook),
+               module_mod.register_module_forward_hook(post_hook, always_call=True)]
+    try:
+        yield stack
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def swapped_parameters(model: torch.nn.Module, tensors: dict[str, torch.Tensor]):
+    """Run ``model`` with ``tensors`` in place of its parameters and buffers (restored on exit)."""
+    return torch.nn.utils.stateless._reparametrize_module(model, tensors, tie_weights=True)

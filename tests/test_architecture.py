@@ -1,0 +1,119 @@
+"""The layout holds: small modules, imports that run one way, no private names across modules, rules that never import each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "graphcheck"
+
+# Lower layers never import higher ones (cli -> check -> {frontends, rules, verify} -> analysis
+# -> {model graph, ops, running, sources} -> finding). Rank: a module may import only equal or lower ranks.
+LAYERS = [
+    ("graphcheck.finding", "graphcheck.errors", "graphcheck.version"),
+    ("graphcheck.ops", "graphcheck.model_graph", "graphcheck.sources", "graphcheck.running"),
+    ("graphcheck.analysis",),
+    ("graphcheck.registry", "graphcheck.report", "graphcheck.reporters", "graphcheck.drawing"),
+    ("graphcheck.rules", "graphcheck.frontends", "graphcheck.verify", "graphcheck.loader", "graphcheck.config"),
+    ("graphcheck.check", "graphcheck.docs"),
+    ("graphcheck.cli", "graphcheck.testing", "graphcheck.pytest_plugin", "graphcheck.__main__", "graphcheck"),
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(path: Path) -> list[tuple[str, list[str], bool]]:
+    """(module, imported names, at module level) for every graphcheck import in the file.
+
+    Imports only a type checker runs (under ``if TYPE_CHECKING:``) are left out.
+    """
+    tree = ast.parse(path.read_text())
+    top_level = {id(node) for node in tree.body}
+    for node in tree.body:
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            node.body = []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("graphcheck"):
+            found.append((node.module, [a.name for a in node.names], id(node) in top_level))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("graphcheck"):
+                    found.append((alias.name, [], id(node) in top_level))
+    return found
+
+
+def _rank(module: str) -> int:
+    best = (-1, -1)
+    for rank, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best[1]:
+                best = (rank, len(prefix))
+    assert best[0] >= 0, f"{module} is in no layer of tests/test_architecture.py"
+    return best[0]
+
+
+def _target(module: str, name: str) -> str:
+    candidate = f"{module}.{name}"
+    return candidate if candidate in MODULES else module
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_module_is_small(module):
+    lines = MODULES[module].read_text().count("\n")
+    assert lines <= 500, f"{module} has {lines} lines; a module past ~500 lines holds more than one concern"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_module_docstring_says_what_lives_there(module):
+    assert ast.get_docstring(ast.parse(MODULES[module].read_text())), f"{module} has no docstring"
+
+
+def test_no_private_names_across_modules():
+    offenders = [f"{module} imports {name} from {source}"
+                 for module, path in MODULES.items() for source, names, _ in _imports(path)
+                 for name in names if name.startswith("_") and not name.endswith("__")
+                 and _target(source, name) == source]
+    assert not offenders, offenders
+
+
+def test_imports_run_one_way():
+    offenders = []
+    for module, path in MODULES.items():
+        for source, names, top in _imports(path):
+            if module == "graphcheck.registry" and source == "graphcheck" and not top:
+                continue   # the registry loads the rule package lazily, when rules are first asked for
+            for target in ({_target(source, n) for n in names} or {source}):
+                if target in MODULES and _rank(target) > _rank(module):
+                    offenders.append(f"{module} (layer {_rank(module)}) imports {target} (layer {_rank(target)})")
+    assert not offenders, offenders
+
+
+def test_no_import_cycles():
+    graph = nx.DiGraph()
+    for module, path in MODULES.items():
+        for source, names, top in _imports(path):
+            if not top:
+                continue   # a lazy import inside a function (the registry loading the rules)
+            for target in ({_target(source, n) for n in names} or {source}):
+                if target in MODULES and target != module and not module.startswith(target + "."):
+                    graph.add_edge(module, target)
+    cycles = list(nx.simple_cycles(graph))
+    assert not cycles, cycles
+
+
+def test_rules_never_import_each_other():
+    rules = {m for m in MODULES if m.startswith("graphcheck.rules.")}
+    offenders = [f"{module} imports {source}" for module in rules
+                 for source, names, _ in _imports(MODULES[module])
+                 for target in ({_target(source, n) for n in names} or {source}) if target in rules]
+    assert not offenders, offenders
