@@ -83,7 +83,7 @@ def run_step(name: str, cwd: Path, bin_dir: Path, **given) -> subprocess.Complet
     script = cwd.parent / f"step-{len(list(cwd.parent.glob('step-*')))}.sh"
     script.write_text(step["run"])
     return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+                          check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_action_shape():
@@ -121,7 +121,8 @@ def test_install_step_passes_inputs_to_pip_as_words(tmp_path, workspace):
 
 def test_args_are_split_like_a_shell_and_never_executed(tmp_path, workspace):
     argv_file = tmp_path / "argv.json"
-    fake = f'#!/bin/sh\nexec "{sys.executable}" -c \'import json, sys; json.dump(sys.argv[1:], open("{argv_file}", "w"))\' "$@"\n'
+    dump = f'import json, sys; json.dump(sys.argv[1:], open("{argv_file}", "w"))'
+    fake = f'#!/bin/sh\nexec "{sys.executable}" -c \'{dump}\' "$@"\n'
     bin_dir = shims(tmp_path, graphcheck=fake)
     done = run_step(RUN, workspace, bin_dir, args="'models/my net.py:build' --loss \"$HOME\" `touch pwned` *.py",
                     sarif_file="out/report.sarif")
@@ -130,6 +131,13 @@ def test_args_are_split_like_a_shell_and_never_executed(tmp_path, workspace):
                                                  "*.py", "--format", "sarif", "--output", "out/report.sarif",
                                                  "--exit-zero"]
     assert (workspace / "out").is_dir() and not (workspace / "pwned").exists()
+
+    for upload, fmt in [("true", "text"), ("false", "github")]:
+        done = run_step(GATE, workspace, bin_dir, args="models/a.py --meta", fail_on="warning", upload=upload)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(argv_file.read_text()) == ["models/a.py", "--meta", "--format", fmt, "--fail-on", "warning"]
+    run_step(GATE, workspace, bin_dir, args="models/a.py")     # empty fail-on: the configuration decides
+    assert json.loads(argv_file.read_text()) == ["models/a.py", "--format", "text"]
 
     done = run_step(RUN, workspace, bin_dir, args="  ")
     assert done.returncode == 2 and "::error title=graphcheck::The 'args' input is empty" in done.stdout
@@ -159,3 +167,19 @@ def test_gate_fails_on_findings_and_annotates_them(tmp_path, workspace, model, c
     done = run_step(GATE, workspace, shims(tmp_path), args=f"models/{model}", upload="false")
     assert done.returncode == code, done.stderr
     assert ("::error file=models/bad.py,line=22,title=GC103 detached-parameter::" in done.stdout) == (code == 1)
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/github.md"])
+def test_documented_workflows_use_real_inputs(page):
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / page).read_text(encoding="utf-8"), re.DOTALL)
+    uses = [step for block in blocks for step in _steps(yaml.safe_load(block))
+            if str(step.get("uses", "")).startswith("graphcheck/graphcheck@")]
+    assert uses, f"{page} shows no workflow using the action"
+    for step in uses:
+        assert set(step.get("with", {})) <= set(ACTION["inputs"]) and step["with"]["args"]
+
+
+def _steps(document) -> list[dict]:
+    if isinstance(document, dict):
+        return [*document.get("steps", []), *(s for job in document.get("jobs", {}).values() for s in _steps(job))]
+    return []
