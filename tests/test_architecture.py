@@ -16,9 +16,9 @@ LAYERS = [
     ("graphcheck.finding", "graphcheck.errors", "graphcheck.version"),
     ("graphcheck.ops", "graphcheck.model_graph", "graphcheck.sources", "graphcheck.running"),
     ("graphcheck.analysis",),
-    ("graphcheck.registry", "graphcheck.report", "graphcheck.reporters", "graphcheck.drawing"),
+    ("graphcheck.registry", "graphcheck.report", "graphcheck.docs"),
     ("graphcheck.rules", "graphcheck.frontends", "graphcheck.verify", "graphcheck.loader", "graphcheck.config"),
-    ("graphcheck.check", "graphcheck.docs"),
+    ("graphcheck.check", "graphcheck.reporters", "graphcheck.drawing"),
     ("graphcheck.cli", "graphcheck.testing", "graphcheck.pytest_plugin", "graphcheck.__main__", "graphcheck"),
 ]
 
