@@ -95,3 +95,47 @@ def module_stack(model: torch.nn.Module):
 def swapped_parameters(model: torch.nn.Module, tensors: dict[str, torch.Tensor]):
     """Run ``model`` with ``tensors`` in place of its parameters and buffers (restored on exit)."""
     return torch.nn.utils.stateless._reparametrize_module(model, tensors, tie_weights=True)
+
+
+class _ModuleState:
+    """A copy of everything forward may change on one module: attributes, registries, the mode."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+        self.attributes = dict(module.__dict__)
+        # The registries are dicts mutated in place (a hook added, a buffer reassigned).
+        self.registries = {key: (value.copy() if isinstance(value, dict) else value)
+                           for key, value in module.__dict__.items() if key.startswith("_") and isinstance(value, dict)}
+
+    def restore(self) -> None:
+        current = self.module.__dict__
+        for key in [k for k in current if k not in self.attributes]:
+            del current[key]
+        current.update(self.attributes)
+        for key, saved in self.registries.items():
+            registry = self.attributes[key]
+            if registry != saved or list(registry) != list(saved):
+                registry.clear()
+                registry.update(saved)
+
+
+@contextlib.contextmanager
+def preserved(model: torch.nn.Module):
+    """Leave ``model`` exactly as it was, whatever runs inside: attributes forward assigns (tensors
+    cached on modules, counters, toggles), parameters, buffers and their values, hooks, training flags.
+
+    Buffer values are copied (forward updates BatchNorm statistics in place); parameters are
+    only checked: their values change in place only under an optimizer, which graphcheck never runs.
+    """
+    modules = list(dict.fromkeys(m for _, m in model.named_modules(remove_duplicate=False)))
+    states = [_ModuleState(m) for m in modules]
+    buffers = [(b, b.detach().clone()) for m in modules for b in m._buffers.values()
+               if isinstance(b, torch.Tensor) and not b.is_meta]
+    try:
+        yield model
+    finally:
+        for state in states:
+            state.restore()
+        with torch.no_grad():
+            for buffer, saved in buffers:   # kernels such as batch_norm update in place without a version bump
+                buffer.copy_(saved)
