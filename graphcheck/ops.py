@@ -38,21 +38,29 @@ MULTIPLY = frozenset({"mul", "mul_", "__mul__", "__rmul__", "multiply", "matmul"
                        "mm", "bmm", "einsum", "outer", "dot", "mv", "Bilinear", "bilinear"})
 
 
-SUM_LIKE = frozenset({"add", "add_", "__add__", "__radd__", "sub", "__sub__", "__rsub__", "cat",
-                       "concat", "stack", "__iadd__"})
-
+# Additions and subtractions, as every frontend names them.
+ADD_SUB = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__", "iadd", "sub", "sub_", "__sub__",
+                     "__rsub__", "__isub__", "rsub"})
+# Ops whose second operand is subtracted from the first (``x - y``).
+SUBTRACT = frozenset({"sub", "sub_", "__sub__", "__isub__"})
+CONCATENATE = frozenset({"cat", "concat", "concatenate", "stack", "hstack", "vstack"})
+# Ops that sum or join their operands: zero when every operand is zero; a merge of two
+# computed tensors is a residual add or a dense concatenation.
+SUM_LIKE = ADD_SUB | CONCATENATE
 
 # Ops computing bias + a @ b: (bias, a, b) in argument order.
 BIAS_FIRST = frozenset({"addmm", "addmm_", "baddbmm", "baddbmm_", "addbmm", "addmv", "addr"})
 
 
-# Ops computing x * weight + bias: (x, weight, bias) in argument order.
-BIAS_LAST = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d",
-                        "conv_transpose2d", "conv_transpose3d"})
-
-
-AFFINE_MODULES = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
-                             "ConvTranspose2d", "ConvTranspose3d", "LazyLinear"})
+# Affine layers x * weight + bias, as functions (arguments in the order x, weight, bias)
+# and as fx leaf-module calls.
+CONVOLUTIONS = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
+                          "conv_transpose2d", "conv_transpose3d"})
+AFFINE_FUNCTIONS = CONVOLUTIONS | {"linear"}
+BIAS_LAST = AFFINE_FUNCTIONS
+CONV_MODULES = frozenset({"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+                          "LazyConv1d", "LazyConv2d", "LazyConv3d"})
+AFFINE_MODULES = CONV_MODULES | {"Linear", "LazyLinear"}
 
 
 DETACHING_OPS = {"detach": "`.detach()`", "detach_": "`.detach_()`", "data": "`.data`",
@@ -62,13 +70,6 @@ DETACHING_OPS = {"detach": "`.detach()`", "detach_": "`.detach_()`", "data": "`.
 VIEWS = frozenset({"getitem", "__getitem__", "slice", "select", "narrow", "view", "as_strided",
                     "reshape", "transpose", "permute", "expand", "unsqueeze", "squeeze", "alias",
                     "diagonal", "unfold", "t"})
-
-
-NORM_PATTERN = re.compile(r"norm", re.IGNORECASE)
-
-
-AFFINE_FUNCTIONS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "convolution", "_convolution",
-                               "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"})
 
 
 RIGHT_OPERAND = frozenset({"mm", "matmul", "__matmul__"})     # x @ W with W of shape (in, out)
@@ -90,13 +91,6 @@ METADATA_OPS = frozenset({
 TEMPLATE_OPS = frozenset({"to", "type_as", "expand_as", "view_as", "reshape_as", "_to_copy"})
 
 
-SUM_OPS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub__",
-                      "__rsub__", "__isub__", "rsub"})
-
-
-SUBTRACT = frozenset({"sub", "sub_", "__sub__", "__isub__"})
-
-
 # Distance and loss ops: a stop-gradient that only feeds one of these is a detached target
 # (SimSiam, BYOL, distillation), the canonical intended stop-gradient.
 TARGET_OPS = frozenset({
@@ -108,17 +102,6 @@ TARGET_OPS = frozenset({
 })
 
 
-RELU_LIKE = re.compile(r"relu|gelu|silu|swish|mish|elu|hardswish", re.IGNORECASE)
-
-
-# Layers whose feature axis is dim 1 (N, C, ...); every other layer's is the last dim.
-CHANNEL_FIRST = frozenset({
-    "conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
-    "conv_transpose2d", "conv_transpose3d", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
-    "ConvTranspose2d", "ConvTranspose3d", "LazyConv1d", "LazyConv2d", "LazyConv3d",
-})
-
-
 NORM_OPS = frozenset({
     "layer_norm", "batch_norm", "group_norm", "instance_norm", "rms_norm", "native_layer_norm",
     "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",
@@ -127,15 +110,30 @@ NORM_OPS = frozenset({
 })
 
 
+# Normalisation modules by class name: LayerNorm, BatchNorm2d, GroupNorm, LlamaRMSNorm...
+# (not any class whose name contains "norm": ``torch.norm`` and ``Normalizer`` are not layers).
 NORM_CLASS = re.compile(r"Norm(\d*d)?$")
 
 
-# Ops that merge two computed tensors: a residual add, a dense concatenation.
-MERGE_OPS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__", "iadd", "sub", "__sub__",
-                       "cat", "concat", "concatenate", "stack", "hstack", "vstack"})
+def is_normalisation(target: str, module_type: str = "") -> bool:
+    """A normalisation op (``layer_norm``, ``batch_norm``...), or an op inside a normalisation module."""
+    return target in NORM_OPS or bool(NORM_CLASS.search(target or "")) or bool(NORM_CLASS.search(module_type or ""))
 
 
-ELEMENTWISE_WITH_PARAM = MERGE_OPS | frozenset({
+# Ops and modules after which a tensor's feature (channel) axis is dim 1 (N, C, ...), not the last.
+POOLS = frozenset({"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+                   "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+                   "adaptive_max_pool2d", "max_pool2d_with_indices", "MaxPool1d", "MaxPool2d", "MaxPool3d",
+                   "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
+                   "AdaptiveAvgPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d"})
+CHANNEL_FIRST = CONVOLUTIONS | CONV_MODULES | POOLS | {
+    "batch_norm", "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_functional",
+    "_native_batch_norm_legit_no_training", "instance_norm", "group_norm", "native_group_norm",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm"}
+
+
+# Elementwise ops that may take a parameter operand without being a layer (a scale, a mask).
+ELEMENTWISE_WITH_PARAM = SUM_LIKE | frozenset({
     "mul", "mul_", "__mul__", "__rmul__", "div", "truediv", "__truediv__", "where", "masked_fill",
     "copy_", "index_put", "index_put_", "setitem", "__setitem__",
 })
@@ -155,10 +153,12 @@ MAX_DERIVATIVE = {"sigmoid": 0.25, "tanh": 1.0, "hardtanh": 1.0, "hardsigmoid": 
 # Composite activations (GELU's tanh approximation, SiLU = x * sigmoid(x)) call tanh or
 # sigmoid internally, but their linear part carries the gradient: not saturating.
 COMPOSITE = re.compile(r"gelu|silu|swish|mish|glu", re.IGNORECASE)
+# Non-saturating activations a Kaiming initialisation is meant for (ReLU, GELU, SiLU, ELU...).
+RELU_LIKE = re.compile(r"relu|gelu|silu|swish|mish|elu|hardswish", re.IGNORECASE)
 
 
-# Ops after which the unit (channel) dimension of a tensor is 1 (NCHW), not the last one.
-CHANNEL_FIRST_PATTERN = re.compile(r"conv|batch_norm|instance_norm|group_norm|pool|BatchNorm|InstanceNorm|GroupNorm")
+def is_relu_like(target: str, module_type: str = "") -> bool:
+    return bool(RELU_LIKE.search(target or "") or RELU_LIKE.search(module_type or ""))
 
 
 ACTIVATION_ALIASES = {"logsigmoid": "log_sigmoid", "sigmoid": "sigmoid", "tanh": "tanh"}

@@ -8,7 +8,7 @@ from typing import Iterable
 import networkx as nx
 
 from graphcheck.model_graph import ModelGraph
-from graphcheck.ops import DETACHING_OPS, METADATA_OPS, SUBTRACT, SUM_OPS, TARGET_OPS, TEMPLATE_OPS
+from graphcheck.ops import ADD_SUB, DETACHING_OPS, METADATA_OPS, SUBTRACT, TARGET_OPS, TEMPLATE_OPS
 
 _STE_HOPS = 6      # how far downstream of a cut the straight-through sum may be
 
@@ -104,7 +104,7 @@ def _sum_sources(graph: nx.DiGraph, node: str, depth: int = 3) -> set[str]:
     for _ in range(depth):
         nxt = []
         for item in frontier:
-            if graph.nodes[item].get("target") in SUM_OPS:
+            if graph.nodes[item].get("target") in ADD_SUB:
                 for arg in graph.nodes[item].get("args") or []:
                     if arg not in found:
                         found.add(arg)
@@ -123,7 +123,7 @@ def is_straight_through(mg: ModelGraph, cut: str) -> bool:
     ``x + (q - x).detach()``, whose gradient is that of ``soft`` (or ``x``) on purpose."""
     graph = mg.graph
     for node in _downstream(value_view(mg), cut, _STE_HOPS):
-        if graph.nodes[node].get("target") not in SUM_OPS:
+        if graph.nodes[node].get("target") not in ADD_SUB:
             continue
         terms = _sum_sources(graph, node)
         for term in terms:

@@ -33,7 +33,7 @@ from torch.utils import _pytree as pytree
 
 from graphcheck.finding import Location
 from graphcheck.model_graph import ModelGraph
-from graphcheck.ops import CHANNEL_FIRST_PATTERN, SATURATING, activation_kind
+from graphcheck.ops import CHANNEL_FIRST, SATURATING, activation_kind
 from graphcheck.running import canonical_parameters, default_loss, inputs_on, module_stack, op_name, tensors_in
 from graphcheck.sources import calling_the_model, location_here
 
@@ -113,7 +113,7 @@ def probe(graph: ModelGraph) -> Probe:
 
 
 def _unit_dim(producer: str | None, ndim: int) -> int:
-    if ndim >= 3 and producer is not None and CHANNEL_FIRST_PATTERN.search(producer):
+    if ndim >= 3 and producer in CHANNEL_FIRST:
         return 1
     return ndim - 1 if ndim else 0
 

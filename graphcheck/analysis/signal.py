@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import networkx as nx
 
 from graphcheck.model_graph import LOSS, ModelGraph
-from graphcheck.ops import NORM_PATTERN, SATURATING, activation_kind
+from graphcheck.ops import SATURATING, activation_kind
+from graphcheck.ops import is_normalisation as _is_normalisation_op
 
 _ROOT = "__graphcheck_root__"
 
@@ -26,7 +27,7 @@ def is_normalisation(graph: ModelGraph, node: str) -> bool:
     data = graph.graph.nodes[node]
     if data.get("kind") != "op":
         return False
-    return bool(NORM_PATTERN.search(data.get("target", "")) or NORM_PATTERN.search(data.get("module_type", "") or ""))
+    return _is_normalisation_op(data.get("target", ""), data.get("module_type", ""))
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from graphcheck.analysis.cuts import reachable, value_view
 from graphcheck.finding import Location
 from graphcheck.model_graph import ModelGraph
-from graphcheck.ops import CHANNEL_FIRST, ELEMENTWISE_WITH_PARAM, MERGE_OPS, NORM_CLASS, NORM_OPS
+from graphcheck.ops import CHANNEL_FIRST, ELEMENTWISE_WITH_PARAM, SUM_LIKE, is_normalisation
 
 @dataclass
 class Layer:
@@ -17,12 +17,6 @@ class Layer:
     width_in: int | None
     width_out: int | None
     location: Location | None
-
-
-def _is_norm(data: dict) -> bool:
-    if data.get("target") in NORM_OPS:
-        return True
-    return bool(NORM_CLASS.search(data.get("module_type") or ""))
 
 
 def _width(shape, channel_first: bool) -> int | None:
@@ -46,7 +40,7 @@ class Structure:
         params = [n for n, d in graph.nodes(data=True) if d.get("kind") == "parameter"]
         # Parameters and what is computed from them alone (``weight.t()``), before any activation.
         weight_like = set(reachable(self.view.subgraph(set(graph) - self.active), params))
-        self.norms = {n for n in self.active if graph.nodes[n].get("kind") == "op" and _is_norm(graph.nodes[n])}
+        self.norms = {n for n in self.active if graph.nodes[n].get("kind") == "op" and is_normalisation(graph.nodes[n].get("target", ""), graph.nodes[n].get("module_type", ""))}
         self.merges = {n for n in self.active if self._is_merge(n)}
         self._static_reversed = self.view.subgraph(weight_like).reverse(copy=False)
         self.layers: dict[str, Layer] = {}
@@ -65,7 +59,7 @@ class Structure:
 
     def _is_merge(self, node: str) -> bool:
         data = self.mg.graph.nodes[node]
-        if data.get("target") not in MERGE_OPS:
+        if data.get("target") not in SUM_LIKE:
             return False
         computed = {a for a in data.get("args") or [] if a in self.active}
         return len(computed) >= 2

@@ -14,7 +14,7 @@ from graphcheck.analysis.signal import bypassed, is_normalisation, node_activati
 from graphcheck.analysis.weights import WeightUse, parameter_values, weight_uses
 from graphcheck.finding import Finding, Location, Severity, fmt, name_list
 from graphcheck.model_graph import LOSS, ModelGraph
-from graphcheck.ops import RELU_LIKE, RIGHT_OPERAND, SATURATING
+from graphcheck.ops import RIGHT_OPERAND, SATURATING, is_relu_like
 from graphcheck.registry import Rule, register
 
 
@@ -219,8 +219,7 @@ def _following_activation(graph: ModelGraph, op: str, uses_by_op: dict, depth: i
                 kind = node_activation(graph, succ)
                 if kind in SATURATING:
                     return "saturating"
-                if kind is not None or RELU_LIKE.search(data.get("target", "")) \
-                        or RELU_LIKE.search(data.get("module_type", "") or ""):
+                if kind is not None or is_relu_like(data.get("target", ""), data.get("module_type", "")):
                     return "relu"
                 following.append(succ)
         frontier = following
