@@ -9,6 +9,7 @@ This is the Python API behind the command line::
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import time
 import traceback
@@ -16,6 +17,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from graphcheck.analysis.probe import probe_if_run
 from graphcheck.errors import GraphcheckError
 from graphcheck.loader import load_loss, load_target
 from graphcheck.registry import parse_codes, selected_rules
@@ -76,7 +78,7 @@ def _analyse(result: TargetResult, model, inputs, loss, *, mode, frontends, sele
             result.skipped_rules.append(rule.code)
             continue
         findings.extend(rule.check(graph))
-    probe = graph._cache.get("probe")
+    probe = probe_if_run(graph)
     if probe is not None and probe.error:
         result.notes.append(f"probe-based rules (GC302-GC305) found nothing to say: {probe.error}")
     result.findings = _without_ignored_parameters(findings, ignore_parameters)
@@ -95,6 +97,6 @@ def _without_ignored_parameters(findings, patterns):
             remaining = [p for p in finding.parameters if not any(fnmatch.fnmatchcase(p, pat) for pat in patterns)]
             if not remaining:
                 continue
-            finding.parameters = remaining
+            finding = dataclasses.replace(finding, parameters=tuple(remaining))
         kept.append(finding)
     return kept

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Severity(str, enum.Enum):
@@ -46,17 +46,40 @@ class Location:
         return {"file": self.display_file(), "line": self.line}
 
 
-@dataclass
+@dataclass(frozen=True)
+class Cause:
+    """What a finding is about in the graph: the node (and edge) a rule found, for the drawing.
+
+    ``kind`` is "cut" (an op autograd does not differentiate: ``detach``, ``no_grad``,
+    ``argmax``), "zero" (an op whose gradient is identically zero), "dead-end" (where a
+    branch's value stops short of the loss) or "chain" (a structure: the nodes are the finding's).
+    ``label`` is the short name the drawing shows (``detach``, ``no_grad``).
+    """
+    kind: str
+    node: str
+    edge: tuple[str, str] | None = None
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class Finding:
+    """One finding, immutable: a reporter writes it, the drawing draws its cause, nothing changes it."""
     code: str
     name: str
     severity: Severity
     message: str
-    parameters: list[str] = field(default_factory=list)
-    path: list[str] = field(default_factory=list)
+    parameters: tuple[str, ...] = ()
+    path: tuple[str, ...] = ()
     location: Location | None = None
-    # Graph node ids the finding is about (renderer input); not part of the JSON schema.
-    nodes: list[str] = field(default_factory=list)
+    # Graph node ids the finding is about, and its cause (renderer input); not part of the JSON schema.
+    nodes: tuple[str, ...] = ()
+    cause: Cause | None = None
+
+    def __post_init__(self):
+        for name in ("parameters", "path", "nodes"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
 
     def to_dict(self) -> dict:
         return {

@@ -19,13 +19,14 @@ v with respect to u; taken from the real autograd graph of the traced pass).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import networkx as nx
 
 from graphcheck.finding import Location
 
 LOSS = "loss"
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,7 +56,8 @@ class ModelGraph:
     model: Any = None
     inputs: tuple = ()
     loss_fn: Callable | None = None
-    _cache: dict = field(default_factory=dict, repr=False)
+    # Results of the read-only analysis passes, keyed by the pass (see ``analysis``).
+    _results: dict = field(default_factory=dict, repr=False)
 
     # -- queries used by rules -------------------------------------------------------
     @property
@@ -75,20 +77,25 @@ class ModelGraph:
 
     def grad_view(self) -> nx.DiGraph:
         """Subgraph of the edges along which autograd propagates a gradient."""
-        return self.cached("grad_view", lambda: nx.subgraph_view(
-            self.graph, filter_edge=lambda u, v: self.graph.edges[u, v].get("grad", False)))
+        return self.analysis(_grad_view)
 
     def data_view(self) -> nx.DiGraph:
         """Subgraph of the edges along which a value flows (differentiably or not)."""
-        return self.cached("data_view", lambda: nx.subgraph_view(
-            self.graph, filter_edge=lambda u, v: self.graph.edges[u, v].get("data", False)
-            or self.graph.edges[u, v].get("grad", False)))
+        return self.analysis(_data_view)
 
-    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
-        """Memoise an analysis that several rules share (they never mutate it)."""
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
+    def analysis(self, pass_: Callable[["ModelGraph"], T]) -> T:
+        """The result of a read-only analysis pass over this graph: run once, shared by every rule.
+
+        ``pass_`` is the pass itself (a function or class taking the graph); its return type is
+        the result's type, so results are typed objects, not entries under string keys.
+        """
+        if pass_ not in self._results:
+            self._results[pass_] = pass_(self)
+        return self._results[pass_]
+
+    def analysed(self, pass_: Callable[["ModelGraph"], T]) -> T | None:
+        """The result of ``pass_`` if some rule ran it, else None (without running it)."""
+        return self._results.get(pass_)
 
     def describe(self, node_id: str) -> str:
         """Short human name of a node, for paths in findings."""
@@ -111,3 +118,14 @@ class ModelGraph:
         total = len(self.parameters)
         trainable = sum(1 for p in self.parameters.values() if p.requires_grad)
         return {"total": total, "trainable": trainable, "frozen": total - trainable}
+
+
+def _grad_view(mg: ModelGraph) -> nx.DiGraph:
+    graph = mg.graph
+    return nx.subgraph_view(graph, filter_edge=lambda u, v: graph.edges[u, v].get("grad", False))
+
+
+def _data_view(mg: ModelGraph) -> nx.DiGraph:
+    graph = mg.graph
+    return nx.subgraph_view(graph, filter_edge=lambda u, v: graph.edges[u, v].get("data", False)
+                            or graph.edges[u, v].get("grad", False))

@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, ClassVar, Iterable, Iterator
 
 from graphcheck.errors import GraphcheckError
-from graphcheck.finding import Finding, Location, Severity
+from graphcheck.finding import Cause, Finding, Location, Severity
 
 if TYPE_CHECKING:
     from graphcheck.model_graph import ModelGraph
@@ -49,16 +49,17 @@ class Rule:
         raise NotImplementedError
 
     def finding(self, message: str, *, parameters=(), path=(), location: Location | None = None,
-                nodes=(), severity: Severity | None = None) -> Finding:
+                nodes=(), severity: Severity | None = None, cause: Cause | None = None) -> Finding:
         return Finding(
             code=self.code,
             name=self.name,
             severity=severity or self.severity,
             message=message,
-            parameters=list(parameters),
-            path=list(path),
+            parameters=tuple(parameters),
+            path=tuple(path),
             location=location,
-            nodes=list(nodes),
+            nodes=tuple(nodes),
+            cause=cause,
         )
 
     @classmethod

@@ -73,3 +73,23 @@ def test_eval_mode_changes_what_is_analysed():
 def test_bad_input_is_a_result_not_an_exception():
     result = graphcheck.check("no/such/file.py:build_model")
     assert result.status == "error" and "Cannot find the file" in result.error
+
+
+def test_a_finding_is_immutable_and_names_its_cause():
+    """The drawing draws what the rule found: the cutting op and the edge it cuts."""
+    import dataclasses
+
+    from tests.fixture_files import FIXTURES
+    result = graphcheck.check(str(FIXTURES / "params" / "detached-parameter" / "bad.py"), select=["GC103"])
+    assert result.status == "ok", result.error
+    finding = next(f for f in result.findings if "proj.weight" in f.parameters)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        finding.parameters = ()
+    cause = finding.cause
+    assert cause.kind == "cut" and cause.label == "detach"
+    graph = result.graph.graph
+    assert graph.nodes[cause.node]["target"] == "detach"
+    u, v = cause.edge
+    assert v == cause.node and graph.edges[u, v].get("data") and not graph.edges[u, v].get("grad")
+    no_grad = next(f for f in result.findings if "backbone.weight" in f.parameters)
+    assert no_grad.cause.label == "no_grad"

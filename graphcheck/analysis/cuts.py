@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import defaultdict, deque
 from typing import Iterable
 
 import networkx as nx
@@ -30,12 +30,16 @@ def reads_values(graph: nx.DiGraph, source: str, node: str) -> bool:
 
 def value_view(mg: ModelGraph) -> nx.DiGraph:
     """Data and grad edges along which values flow (metadata reads removed)."""
+    return mg.analysis(_value_view)
+
+
+def _value_view(mg: ModelGraph) -> nx.DiGraph:
     graph = mg.graph
 
     def keep(u, v):
         edge = graph.edges[u, v]
         return (edge.get("data", False) or edge.get("grad", False)) and reads_values(graph, u, v)
-    return mg.cached("value_view", lambda: nx.subgraph_view(graph, filter_edge=keep))
+    return nx.subgraph_view(graph, filter_edge=keep)
 
 
 def count_paths_to(view: nx.DiGraph, sink: str, nodes: Iterable[str] | None = None) -> dict[str, int]:
@@ -67,6 +71,16 @@ def cut_kind(data: dict) -> str:
     if data.get("target") in DETACHING_OPS or not data.get("tensor", True):
         return "explicit"
     return "discrete"
+
+
+def cut_label(mg: ModelGraph, node: str) -> str:
+    """The short name of a cutting op in the drawing: ``no_grad`` for a grad-disabled block, else the op."""
+    data = mg.graph.nodes[node]
+    target = str(data.get("target") or node)
+    if data.get("grad_enabled") is False or data.get("region_grad_enabled") is False \
+            or target in ("set_grad_enabled", "set_grad_enabled_region"):
+        return "no_grad"
+    return target
 
 
 def describe_cut(mg: ModelGraph, node: str) -> str:
@@ -149,8 +163,16 @@ def _region_members(mg: ModelGraph, cut: str) -> set[str]:
     region = mg.graph.nodes[cut].get("region")
     if region is None:
         return {cut}
-    return mg.cached(f"region:{region}", lambda: {
-        n for n, data in mg.graph.nodes(data=True) if data.get("region") == region})
+    return mg.analysis(_regions).get(region, {cut})
+
+
+def _regions(mg: ModelGraph) -> dict[str, set[str]]:
+    """The ops of every grad-disabled block, by the block's first node."""
+    regions: dict[str, set[str]] = defaultdict(set)
+    for node, data in mg.graph.nodes(data=True):
+        if data.get("region") is not None:
+            regions[data["region"]].add(node)
+    return regions
 
 
 def is_detached_target(mg: ModelGraph, cut: str) -> bool:

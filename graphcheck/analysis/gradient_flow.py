@@ -51,6 +51,7 @@ class Verdict:
     reason: str = ""
     location: Location | None = None
     group: str | None = None                # findings with one root cause share it (a no_grad block)
+    edge: tuple[str, str] | None = None     # the edge a value crosses but a gradient does not (detached)
 
 
 def _in_place(target: str) -> bool:
@@ -175,7 +176,7 @@ def _nonzero_grad_view(mg: ModelGraph, values: _ZeroValues) -> nx.DiGraph:
 
 
 def analyse(mg: ModelGraph) -> dict[str, Verdict]:
-    return mg.cached("gradient_flow", lambda: _analyse(mg))
+    return mg.analysis(_analyse)
 
 
 def _analyse(mg: ModelGraph) -> dict[str, Verdict]:
@@ -256,7 +257,7 @@ def _detached_verdict(mg, name, node, data_view, grad_view) -> Verdict:
                 # One finding per block; a block run in a loop (a checkpoint per layer) is one line.
                 group = f"no-grad:{location.file}:{location.line}" if location else \
                     f"no-grad:{data.get('region') or v}"
-                return Verdict(name, "detached", cause=v, path=path, group=group,
+                return Verdict(name, "detached", cause=v, path=path, group=group, edge=(u, v),
                                reason=(f"{op} runs with gradients disabled (`torch.no_grad()`, "
                                        "`set_grad_enabled(False)`, `inference_mode()`, or a reentrant "
                                        "checkpoint with no input that requires grad)"),
@@ -269,7 +270,7 @@ def _detached_verdict(mg, name, node, data_view, grad_view) -> Verdict:
                 reason = f"{op} turns the tensor into a Python value, which carries no gradient"
             else:
                 reason = f"{op} does not differentiate with respect to this input"
-            return Verdict(name, "detached", cause=v, path=path, reason=reason,
+            return Verdict(name, "detached", cause=v, path=path, reason=reason, edge=(u, v),
                            location=location_on_path(mg, path, path.index(v)))
     return Verdict(name, "detached", cause=path[-1], path=path, reason="the gradient path is cut")
 

@@ -108,8 +108,16 @@ class Probe:
 
 def probe(graph: ModelGraph) -> Probe:
     """The memoised probe of ``graph`` (run once, shared by every numeric rule)."""
-    return graph.cached("probe", lambda: run_probe(graph.model, graph.inputs, graph.loss_fn,
-                                                    train=graph.mode == "train"))
+    return graph.analysis(_probe)
+
+
+def probe_if_run(graph: ModelGraph) -> Probe | None:
+    """The probe of ``graph`` if a rule needed it, else None."""
+    return graph.analysed(_probe)
+
+
+def _probe(graph: ModelGraph) -> Probe:
+    return run_probe(graph.model, graph.inputs, graph.loss_fn, train=graph.mode == "train")
 
 
 def _unit_dim(producer: str | None, ndim: int) -> int:

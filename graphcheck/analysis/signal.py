@@ -42,7 +42,7 @@ class ActivationFlow:
 
 
 def activation_flow(graph: ModelGraph) -> ActivationFlow:
-    return graph.cached("activation_flow", lambda: _activation_flow(graph))
+    return graph.analysis(_activation_flow)
 
 
 def _activation_flow(graph: ModelGraph) -> ActivationFlow:
@@ -61,13 +61,23 @@ def _activation_flow(graph: ModelGraph) -> ActivationFlow:
 
 def bypassed(graph: ModelGraph, op: str) -> bool:
     """Whether some node upstream of ``op`` reaches the loss without passing through it (a skip)."""
-    memo = graph.cached("bypassed", dict)
-    if op not in memo:
-        flow = activation_flow(graph).flow
-        upstream = nx.ancestors(flow, op) if op in flow and LOSS in flow else set()
-        memo[op] = bool(upstream) and bool(
-            upstream & nx.ancestors(nx.restricted_view(flow, [op], []), LOSS))
-    return memo[op]
+    return graph.analysis(Bypasses).bypassed(op)
+
+
+class Bypasses:
+    """Which ops a skip connection goes around; settled per op on first question, then kept."""
+
+    def __init__(self, graph: ModelGraph):
+        self.flow = activation_flow(graph).flow
+        self._known: dict[str, bool] = {}
+
+    def bypassed(self, op: str) -> bool:
+        if op not in self._known:
+            flow = self.flow
+            upstream = nx.ancestors(flow, op) if op in flow and LOSS in flow else set()
+            self._known[op] = bool(upstream) and bool(
+                upstream & nx.ancestors(nx.restricted_view(flow, [op], []), LOSS))
+        return self._known[op]
 
 
 def on_main_path(graph: ModelGraph, param: str) -> bool:
@@ -129,15 +139,17 @@ def chain_path(graph: ModelGraph, chain: list[str]) -> list[str]:
 
 def probe_nodes(graph: ModelGraph) -> dict[tuple[str, str, int], str]:
     """Graph node of each probed activation call, matched by (module, kind, occurrence)."""
-    def compute():
-        counts: dict[tuple[str, str], int] = defaultdict(int)
-        found = {}
-        for node in graph.graph.nodes:
-            kind = node_activation(graph, node)
-            if kind is None:
-                continue
-            module = graph.graph.nodes[node].get("module") or ""
-            found[(module, kind, counts[(module, kind)])] = node
-            counts[(module, kind)] += 1
-        return found
-    return graph.cached("probe_nodes", compute)
+    return graph.analysis(_probe_nodes)
+
+
+def _probe_nodes(graph: ModelGraph) -> dict[tuple[str, str, int], str]:
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    found = {}
+    for node in graph.graph.nodes:
+        kind = node_activation(graph, node)
+        if kind is None:
+            continue
+        module = graph.graph.nodes[node].get("module") or ""
+        found[(module, kind, counts[(module, kind)])] = node
+        counts[(module, kind)] += 1
+    return found

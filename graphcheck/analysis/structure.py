@@ -85,4 +85,4 @@ class Structure:
 
 
 def structure(mg: ModelGraph) -> Structure:
-    return mg.cached("topology_structure", lambda: Structure(mg))
+    return mg.analysis(Structure)

@@ -12,19 +12,24 @@ from graphcheck.ops import AFFINE_FUNCTIONS, AFFINE_MODULES, RIGHT_OPERAND
 
 def embedding_tables(graph: ModelGraph) -> set[str]:
     """Parameters read by an ``embedding`` lookup."""
-    def compute():
-        names = set()
-        for node, data in graph.graph.nodes(data=True):
-            if data.get("kind") == "op" and data.get("target", "").lower() == "embedding":
-                names.update(p for p in map(lambda n: param_of(graph, n), data.get("args") or []) if p)
-        return names
-    return graph.cached("embedding_tables", compute)
+    return graph.analysis(_embedding_tables)
+
+
+def _embedding_tables(graph: ModelGraph) -> set[str]:
+    names = set()
+    for node, data in graph.graph.nodes(data=True):
+        if data.get("kind") == "op" and data.get("target", "").lower() == "embedding":
+            names.update(p for p in map(lambda n: param_of(graph, n), data.get("args") or []) if p)
+    return names
 
 
 def layer_weights(graph: ModelGraph) -> set[str]:
     """Parameters that are the weight of a layer: Linear / Conv / ``x @ W`` weights and embedding tables."""
-    return graph.cached("layer_weights", lambda: {use.param for use in weight_uses(graph)}
-                        | embedding_tables(graph))
+    return graph.analysis(_layer_weights)
+
+
+def _layer_weights(graph: ModelGraph) -> set[str]:
+    return {use.param for use in weight_uses(graph)} | embedding_tables(graph)
 
 
 @dataclass
@@ -41,7 +46,7 @@ class WeightUse:
 
 
 def weight_uses(graph: ModelGraph) -> list[WeightUse]:
-    return graph.cached("weight_uses", lambda: _weight_uses(graph))
+    return graph.analysis(_weight_uses)
 
 
 def param_of(graph: ModelGraph, node: str | None) -> str | None:
@@ -84,5 +89,9 @@ def _weight_uses(graph: ModelGraph) -> list[WeightUse]:
 
 
 def parameter_values(graph: ModelGraph) -> dict[str, torch.Tensor]:
-    return graph.cached("parameter_values", lambda: {
-        name: p.detach() for name, p in graph.model.named_parameters()})
+    """The weights' values (real weights only), detached."""
+    return graph.analysis(_parameter_values)
+
+
+def _parameter_values(graph: ModelGraph) -> dict[str, torch.Tensor]:
+    return {name: p.detach() for name, p in graph.model.named_parameters()}

@@ -53,7 +53,6 @@ NEIGHBOURS = 1        # neighbours drawn on each side of a picked node
 MAX_PARAM_GROUPS = 8    # more flagged modules than this are shown inside their module boxes
 
 
-REGION_TARGETS = ("set_grad_enabled", "no_grad", "inference_mode", "wrap_with_set_grad_enabled")
 
 
 @dataclass
@@ -107,7 +106,6 @@ class _Planner:
         except nx.NetworkXUnfeasible:
             self.order = {n: i for i, n in enumerate(self.graph)}
         # fx records grad-mode switches as isolated markers; export as a region node values flow through.
-        self.has_regions = any(self._is_region(n) and self.graph.degree(n) for n in self.graph)
         flagged_keys = [levels(self._module_of(n)) for n in self.flagged_params]
         flagged_keys += [levels(self._module_of(n)) for f in self.findings if not f.parameters
                          for n in f.nodes if n in self.graph]
@@ -153,36 +151,17 @@ class _Planner:
         info = self.mg.parameters.get(name)
         return info.module if info is not None else name.rpartition(".")[0]
 
-    def _is_region(self, node: str) -> bool:
-        target = str(self.graph.nodes[node].get("target", ""))
-        return any(marker in target for marker in REGION_TARGETS)
-
-    def _cut_reason(self, node: str) -> str:
-        data = self.graph.nodes[node]
-        if self._is_region(node) or data.get("grad_enabled") is False:
-            return "no_grad"
-        return str(data.get("target") or node)
-
     # -- step 1: pick --------------------------------------------------------------------
     def cuts_and_ends(self, finding: Finding) -> tuple[list[str], list[str]]:
-        """The ops where this finding's gradient is cut, and where its dead branch ends."""
-        nodes = [n for n in dict.fromkeys(finding.nodes) if n in self.graph]
-        sub = self.graph.subgraph(nodes)
-        regions = [n for n in nodes if self._is_region(n)]
-        cuts = list(regions)
-        # An op inside a no_grad block is not itself the cause when the block's marker is drawn.
-        regions_known = bool(regions) or self.has_regions
-        for u, v, data in sub.edges(data=True):
-            if data.get("grad"):
-                continue
-            source = self.graph.nodes[u]
-            carries = source.get("kind") == "parameter" or source.get("requires_grad")
-            inside_region = self.graph.nodes[v].get("grad_enabled") is False
-            if carries and not (regions_known and inside_region) and v not in cuts:
-                cuts.append(v)
-        ends = [n for n in nodes if sub.out_degree(n) == 0 and self.graph.nodes[n].get("kind") not in
-                ("loss", "parameter") and finding.code.startswith("GC1")]
-        return cuts, ends
+        """The op where the rule found this finding's gradient cut, or where its dead branch ends."""
+        cause = finding.cause
+        if cause is None or cause.node not in self.graph:
+            return [], []
+        if cause.kind == "cut":
+            return [cause.node], []
+        if cause.kind == "dead-end" and self.graph.nodes[cause.node].get("kind") not in ("loss", "parameter"):
+            return [], [cause.node]
+        return [], []
 
     def pick(self) -> tuple[dict[str, str], set[str], dict[str, list[Finding]], set[str]]:
         graph = self.graph
@@ -193,7 +172,7 @@ class _Planner:
         for finding in self.findings:
             cuts, ends = self.cuts_and_ends(finding)
             for node in cuts:
-                cut_of.setdefault(node, self._cut_reason(node))
+                cut_of.setdefault(node, finding.cause.label or node)
             for node in cuts + ends:
                 cut_findings[node].append(finding)
             dead_ends.update(ends)

@@ -15,11 +15,11 @@ from typing import Iterable
 
 import networkx as nx
 
-from graphcheck.analysis.cuts import (count_paths_to, cut_kind, describe_cut, is_detached_target, is_straight_through,
+from graphcheck.analysis.cuts import (count_paths_to, cut_kind, cut_label, describe_cut, is_detached_target, is_straight_through,
                                       reachable, reads_values, value_view)
 from graphcheck.analysis.gradient_flow import analyse
 from graphcheck.analysis.paths import readable_path
-from graphcheck.finding import Finding, Severity, name_list
+from graphcheck.finding import Cause, Finding, Severity, name_list
 from graphcheck.model_graph import LOSS, ModelGraph
 from graphcheck.registry import Rule, register
 
@@ -159,7 +159,7 @@ class PartialDetach(Rule):
             location = next((g.nodes[n].get("location") for n in tail if g.nodes[n].get("location")), None)
         nodes = sorted(set(path) | {mg.parameters[p].node for p in params})
         return self.finding(message, parameters=params, path=readable_path(mg, path), location=location,
-                            nodes=nodes, severity=Severity.WARNING if kind == "explicit" else Severity.INFO)
+                            nodes=nodes, cause=Cause("cut", cut, None, cut_label(mg, cut)), severity=Severity.WARNING if kind == "explicit" else Severity.INFO)
 
 
 def _trained_name(mg: ModelGraph, node: str) -> str:

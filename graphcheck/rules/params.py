@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-from graphcheck.finding import Finding, Severity
+from graphcheck.finding import Cause, Finding, Severity
 from graphcheck.finding import name_list as _names
 from graphcheck.model_graph import ModelGraph
 from graphcheck.registry import Rule, register
 from graphcheck.analysis.gradient_flow import Verdict, analyse
+from graphcheck.analysis.cuts import cut_label
 from graphcheck.analysis.paths import readable_path
 
 
@@ -32,13 +33,24 @@ class _GradientRule(Rule):
             nodes = sorted({graph.parameters[p].node for p in params} | set(first.path))
             yield self.finding(self.message(graph, first, params), parameters=params,
                                path=readable_path(graph, first.path), location=first.location,
-                               nodes=nodes)
+                               nodes=nodes, cause=_cause(graph, first))
 
     def group_key(self, graph: ModelGraph, verdict: Verdict) -> tuple:
         return (verdict.group,) if verdict.group else (verdict.cause, verdict.reason)
 
     def message(self, graph: ModelGraph, verdict: Verdict, params: list[str]) -> str:
         raise NotImplementedError
+
+
+def _cause(graph: ModelGraph, verdict: Verdict) -> Cause | None:
+    """The node the drawing marks: the cutting op, the op with a zero gradient, the end of a dead branch."""
+    if verdict.kind == "detached" and verdict.cause in graph.graph:
+        return Cause("cut", verdict.cause, verdict.edge, cut_label(graph, verdict.cause))
+    if verdict.kind == "zero" and verdict.cause in graph.graph:
+        return Cause("zero", verdict.cause, None, str(graph.node(verdict.cause).get("target", "")))
+    if verdict.kind == "dead" and verdict.path:
+        return Cause("dead-end", verdict.path[-1])
+    return None
 
 
 @register
