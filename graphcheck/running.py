@@ -93,8 +93,11 @@ def module_stack(model: torch.nn.Module):
 
 
 def swapped_parameters(model: torch.nn.Module, tensors: dict[str, torch.Tensor]):
-    """Run ``model`` with ``tensors`` in place of its parameters and buffers (restored on exit)."""
-    return torch.nn.utils.stateless._reparametrize_module(model, tensors, tie_weights=True)
+    """Run ``model`` with ``tensors`` in place of its parameters and buffers (restored on exit).
+
+    Names missing from ``tensors`` keep the module's own; tied weights stay tied.
+    """
+    return torch.nn.utils.stateless._reparametrize_module(model, tensors, tie_weights=True, strict=False)
 
 
 class _ModuleState:
@@ -139,3 +142,10 @@ def preserved(model: torch.nn.Module):
         with torch.no_grad():
             for buffer, saved in buffers:   # kernels such as batch_norm update in place without a version bump
                 buffer.copy_(saved)
+
+
+def call_with(model: torch.nn.Module, tensors: dict[str, torch.Tensor], inputs: tuple) -> Any:
+    """``model(*inputs)`` with ``tensors`` in place of its parameters and buffers (by qualified name);
+    whatever forward does to the module (attributes, caches, hooks) is undone afterwards."""
+    with preserved(model), swapped_parameters(model, tensors):
+        return model(*inputs)

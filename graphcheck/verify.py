@@ -25,7 +25,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from graphcheck.finding import name_list
-from graphcheck.running import canonical_parameters, default_loss, inputs_on
+from graphcheck.running import call_with, canonical_parameters, default_loss, inputs_on
 
 # Above these sizes the real-valued pass is skipped: it would allocate or compute too much.
 MAX_REAL_PARAMETERS = 50_000_000
@@ -82,7 +82,7 @@ def _run(model, tensors: dict[str, torch.Tensor], inputs: tuple, loss_fn: Callab
     """forward + loss + backward with ``tensors`` swapped in; returns False when nothing reaches the loss."""
     try:
         with torch.enable_grad():
-            output = torch.func.functional_call(model, tensors, tuple(inputs), tie_weights=True, strict=False)
+            output = call_with(model, tensors, tuple(inputs))
             loss = (loss_fn or default_loss)(output)
             if loss is None or not isinstance(loss, torch.Tensor) or not loss.requires_grad:
                 return False

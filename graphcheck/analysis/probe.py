@@ -34,7 +34,7 @@ from torch.utils import _pytree as pytree
 from graphcheck.finding import Location
 from graphcheck.model_graph import ModelGraph
 from graphcheck.ops import CHANNEL_FIRST, SATURATING, activation_kind
-from graphcheck.running import canonical_parameters, default_loss, inputs_on, module_stack, op_name, tensors_in
+from graphcheck.running import call_with, canonical_parameters, preserved, default_loss, inputs_on, module_stack, op_name, tensors_in
 from graphcheck.sources import calling_the_model, location_here
 
 # Largest derivative of each saturating activation (sigmoid' <= 1/4, the others <= 1).
@@ -231,16 +231,14 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
     for name, tensor in params.items():   # canonical names come first
         names_by_id.setdefault(id(tensor), name)
     buffers = {name: buf.detach().clone() for name, buf in model.named_buffers(remove_duplicate=False)}
-    was_training = model.training
-    model.train(train)
     try:
-        with module_stack(model) as stack:
+        with preserved(model), module_stack(model) as stack:
+            if model.training != train:
+                model.train(train)
             first = _draws(model, inputs, loss_fn, params, names_by_id, buffers, draws, batch, stack, result)
     except Exception as exc:   # user code (model or loss) failing on the CPU: no probe findings
         result.error = f"{type(exc).__name__}: {exc}"
         return result
-    finally:
-        model.train(was_training)
     for stats in first.records if first else []:
         if stats.unit_max is not None:
             stats.dead_fraction = float((stats.unit_max < 0).float().mean())
@@ -260,8 +258,7 @@ def _draws(model, inputs, loss_fn, params, names_by_id, buffers, draws, batch, s
         state = {**{n: (b.clone() if draw else b) for n, b in buffers.items()}, **params}
         with torch.enable_grad() if draw == 0 else torch.no_grad():
             with recorder, calling_the_model():
-                output = torch.func.functional_call(model, state, batch_inputs, tie_weights=True,
-                                                    strict=False)
+                output = call_with(model, state, batch_inputs)
             if draw == 0:
                 first = recorder
                 loss = loss_fn(output) if loss_fn is not None else default_loss(output)

@@ -15,6 +15,7 @@ from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import reentrant_checkpoint_semantics
 from graphcheck.frontends.recorded import trace_autograd
 from graphcheck.model_graph import ModelGraph
+from graphcheck.running import preserved
 from graphcheck.sources import is_library_file, prefer_sources
 
 FRONTENDS = ("fx", "export", "autograd")
@@ -28,14 +29,15 @@ def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None 
     """Trace ``model`` with the first frontend that works and return its ModelGraph."""
     if mode not in ("train", "eval"):
         raise GraphcheckError(f"mode must be 'train' or 'eval', not {mode!r}")
-    model.train(mode == "train")
     try:
         model_file = inspect.getsourcefile(type(model))
     except (TypeError, OSError):
         model_file = None
     if model_file and is_library_file(model_file):
         model_file = None   # a library model: the user's own frames, if any, say more
-    with prefer_sources(model_file):
+    with prefer_sources(model_file), preserved(model):   # the mode is the analysis's, not kept on the model
+        if model.training != (mode == "train"):   # an override: else submodules keep their own modes
+            model.train(mode == "train")
         return _build_graph(model, tuple(inputs), loss_fn, mode, frontends, target)
 
 
@@ -49,7 +51,7 @@ def _build_graph(model, inputs, loss_fn, mode, frontends, target) -> ModelGraph:
         cache: dict = {}
         for device in devices:
             try:
-                with reentrant_checkpoint_semantics():
+                with reentrant_checkpoint_semantics(), preserved(model):
                     builder = _FRONTEND_FUNCTIONS[frontend](model, tuple(inputs), table, loss_fn, device, cache)
             except FrontendError as exc:
                 failures.append((frontend, device, exc))

@@ -11,7 +11,7 @@ from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.interpreter import GraphInterpreter, match_sources, output_sources, run_interpreter
 from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import inference_mode_as_no_grad, set_grad_enabled_op
-from graphcheck.running import inputs_on, swapped_parameters
+from graphcheck.running import inputs_on, preserved, swapped_parameters
 
 
 class GradModeTracer(fx.Tracer):
@@ -52,7 +52,10 @@ class GradModeTracer(fx.Tracer):
 
 def _symbolic_trace(model: torch.nn.Module, inputs: tuple) -> tuple[fx.GraphModule, fx.Graph]:
     try:
-        graph = GradModeTracer().trace(model, concrete_args=_none_arguments(model, inputs))
+        # Tracing runs forward with Proxies: an attribute forward assigns (``self.mask = ...``)
+        # would keep one, and the GraphModule would copy it as a constant. Restore first.
+        with preserved(model):
+            graph = GradModeTracer().trace(model, concrete_args=_none_arguments(model, inputs))
         return fx.GraphModule(model, graph), graph
     except Exception as exc:
         raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {first_line(exc)}",

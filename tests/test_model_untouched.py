@@ -1,0 +1,122 @@
+"""The analysis never changes the user's model, and stdout belongs to the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import graphcheck
+from graphcheck.cli import cli
+from graphcheck.frontends import FRONTENDS
+from tests.fixture_files import FIXTURES, load_module
+
+STATEFUL = FIXTURES / "regressions" / "stateful-forward" / "good.py"
+
+
+def _snapshot(model: torch.nn.Module) -> dict:
+    """Everything forward could change: attributes (tensors by identity and value), registries, modes."""
+    state = {}
+    for name, module in model.named_modules():
+        for key, value in module.__dict__.items():
+            if isinstance(value, torch.Tensor):
+                state[(name, key)] = ("tensor", id(value), value.detach().clone())
+            elif isinstance(value, dict):
+                state[(name, key)] = ("dict", {k: (id(v), v.detach().clone() if isinstance(v, torch.Tensor) else v)
+                                               for k, v in value.items()})
+            else:
+                state[(name, key)] = ("value", id(value), repr(value))
+    return state
+
+
+def _assert_same(before: dict, after: dict) -> None:
+    assert before.keys() == after.keys(), set(before) ^ set(after)
+    for key, old in before.items():
+        new = after[key]
+        if old[0] == "tensor":
+            assert old[1] == new[1] and torch.equal(old[2], new[2]), key
+        elif old[0] == "dict":
+            assert old[1].keys() == new[1].keys(), key
+            for k, (identity, value) in old[1].items():
+                assert new[1][k][0] == identity, (key, k)
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(value, new[1][k][1]), (key, k)
+        else:
+            assert old[1:] == new[1:], key
+
+
+class _TracesBadly(torch.nn.Module):
+    """fx fails on it after assigning a Proxy into an attribute; export and the recorded pass still run."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+        self.scale = torch.ones(4)
+
+    def forward(self, x):
+        self.scale = self.scale * 1.0
+        if x.sum() > 0:          # data-dependent: fx cannot trace past it
+            return self.fc(x) * self.scale
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_every_frontend_leaves_the_model_as_it_found_it(frontend, capsys):
+    model, inputs = load_module(STATEFUL).build_model()
+    model(*inputs)                       # state as after a first call: the hook exists, the counter moved
+    model.train()
+    model.block.norm.eval()              # a submodule in another mode stays so
+    before = _snapshot(model)
+    result = graphcheck.check(model, inputs, frontends=(frontend,), mode="train")
+    assert result.status == "ok", result.error
+    _assert_same(before, _snapshot(model))
+    assert model.training and not model.block.norm.training
+
+
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_failing_frontends_leave_the_model_too(frontend):
+    model, inputs = _TracesBadly(), (torch.ones(2, 4),)
+    before = _snapshot(model)
+    graphcheck.check(model, inputs, frontends=(frontend,))
+    _assert_same(before, _snapshot(model))
+    assert isinstance(model.scale, torch.Tensor)
+    model(*inputs)                       # and it still runs
+
+
+def test_the_whole_run_with_every_rule_and_verify_leaves_the_model():
+    from graphcheck.verify import verify_result
+    model, inputs = load_module(STATEFUL).build_model()
+    before = _snapshot(model)
+    result = graphcheck.check(model, inputs)
+    verify_result(result)
+    assert result.status == "ok", result.error
+    _assert_same(before, _snapshot(model))
+
+
+@pytest.mark.parametrize("fmt", ["json", "sarif"])
+def test_stdout_holds_only_the_report_when_the_target_prints(fmt):
+    outcome = CliRunner().invoke(cli, [f"{STATEFUL}:build_model", "--loss", f"{STATEFUL}:loss",
+                                       "--format", fmt, "--no-config"])
+    assert outcome.exit_code == 0, outcome.output
+    json.loads(outcome.stdout)           # parses: nothing the model printed is in it
+    assert "forward called" not in outcome.stdout
+
+
+def test_prints_reach_stderr_in_a_real_process_and_output_file_is_clean(tmp_path):
+    out = tmp_path / "report.json"
+    process = subprocess.run([sys.executable, "-m", "graphcheck", f"{STATEFUL}:build_model", "--loss",
+                              f"{STATEFUL}:loss", "--format", "json", "--no-config"],
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr
+    json.loads(process.stdout)
+    assert "building the model" not in process.stdout
+    process = subprocess.run([sys.executable, "-m", "graphcheck", f"{STATEFUL}:build_model", "--format", "json",
+                              "--output", str(out), "--no-config", "--debug"],
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr
+    json.loads(out.read_text())
+    assert "building the model" in process.stderr      # --debug shows what the target printed
