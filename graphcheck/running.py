@@ -7,6 +7,7 @@ these, so each swaps parameters and tracks the running module the same way.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -46,11 +47,55 @@ def inputs_on(value: Any, device: str, generator: torch.Generator | None = None)
     return pytree.tree_map(convert, value)
 
 
+DEFAULT_LOSS_DESCRIPTION = "default: every floating-point output"
+MODEL_LOSS_DESCRIPTION = "output.loss"
+
+
+def loss_in(value: Any) -> torch.Tensor | None:
+    """The tensor ``loss`` a value carries: itself, ``value["loss"]`` or ``value.loss`` (a ModelOutput)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):
+        found = value.get("loss")
+    else:
+        found = getattr(value, "loss", None) if not isinstance(value, (tuple, list)) else None
+    return found if isinstance(found, torch.Tensor) else None
+
+
 def default_loss(output: Any) -> torch.Tensor | None:
-    """What DistributedDataParallel assumes: every floating-point output tensor feeds the loss."""
+    """The model's own loss when its output carries one (``output.loss``, computed from ``labels``);
+    otherwise what DistributedDataParallel assumes: every floating-point output tensor feeds the loss."""
+    own = loss_in(output) if not isinstance(output, torch.Tensor) else None
+    if own is not None:
+        return own if own.numel() == 1 else own.sum()
     parts = [t.float().sum() for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
     return torch.stack(parts).sum() if parts else None
 
+
+def default_loss_description(output: Any) -> str:
+    """Which loss :func:`default_loss` used, as the report says it."""
+    if not isinstance(output, torch.Tensor) and loss_in(output) is not None:
+        return MODEL_LOSS_DESCRIPTION
+    return DEFAULT_LOSS_DESCRIPTION
+
+
+def batch_of(args: tuple, kwargs: dict) -> Any:
+    """The batch a training step receives: the positional inputs (a tuple), the keyword inputs
+    (a dict), or ``(args, kwargs)`` when the factory gave both."""
+    if kwargs and not args:
+        return dict(kwargs)
+    return (tuple(args), dict(kwargs)) if kwargs else tuple(args)
+
+
+def is_lightning_module(model: Any) -> bool:
+    """A LightningModule, by duck typing (lightning need not be installed to lint one)."""
+    return (isinstance(model, torch.nn.Module) and callable(getattr(model, "training_step", None))
+            and any(cls.__name__ == "LightningModule" for cls in type(model).__mro__))
+
+
+def lightning_step(model: Any, batch: Any) -> Any:
+    """What the Lightning trainer calls for one batch."""
+    return model.training_step(batch, 0)
 
 
 def canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
