@@ -17,8 +17,9 @@ LAYERS = [
     ("graphcheck.ops", "graphcheck.model_graph", "graphcheck.sources", "graphcheck.running"),
     ("graphcheck.analysis",),
     ("graphcheck.registry", "graphcheck.report", "graphcheck.docs"),
-    ("graphcheck.rules", "graphcheck.frontends", "graphcheck.verify", "graphcheck.loader", "graphcheck.config"),
-    ("graphcheck.check", "graphcheck.reporters", "graphcheck.drawing"),
+    ("graphcheck.rules", "graphcheck.frontends", "graphcheck.verify", "graphcheck.loader", "graphcheck.config",
+     "graphcheck.suppressions"),
+    ("graphcheck.check", "graphcheck.reporters", "graphcheck.drawing", "graphcheck.progress"),
     ("graphcheck.cli", "graphcheck.testing", "graphcheck.pytest_plugin", "graphcheck.__main__", "graphcheck"),
 ]
 
