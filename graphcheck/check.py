@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import torch
 
 from graphcheck.errors import GraphcheckError
-from graphcheck.loader import DEFAULT_STEP, load_callable, load_loss, load_target, split_inputs
+from graphcheck.loader import DEFAULT_STEP, display_spec, load_callable, load_loss, load_target, split_inputs
 from graphcheck.registry import parse_codes, selected_rules
 from graphcheck.report import TargetResult
 from graphcheck.frontends import FRONTENDS, build_graph
@@ -91,11 +91,11 @@ def _loss_and_step(model, loss, step, files: list) -> tuple[Callable | None, Cal
     if isinstance(step, str):
         spec, (step, step_file) = step, load_callable(step, DEFAULT_STEP, "training step")
         files.append(step_file)
-        return None, step, f"step: {spec}"
+        return None, step, f"step: {display_spec(spec)}"
     if step is not None:
         return None, step, f"step: {_callable_name(step)}"
     if isinstance(loss, str):
-        return load_loss(loss), None, f"loss: {loss}"
+        return load_loss(loss), None, f"loss: {display_spec(loss)}"
     if loss is not None:
         return loss, None, f"loss: {_callable_name(loss)}"
     if is_lightning_module(model):

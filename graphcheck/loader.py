@@ -49,6 +49,21 @@ def split_spec(spec: str, default_name: str) -> tuple[str, str, bool]:
     return where, name, is_file
 
 
+def display_spec(spec: str) -> str:
+    """``file.py:fn`` with the file relative to the working directory when it lies inside it."""
+    try:
+        where, _, is_file = split_spec(spec, DEFAULT_FACTORY)
+    except GraphcheckError:
+        return spec
+    if not is_file or not os.path.isabs(where):
+        return spec
+    try:
+        relative = os.path.relpath(where)
+    except ValueError:   # another drive on Windows
+        return spec
+    return spec if relative.startswith("..") else relative + spec[len(where):]
+
+
 def _short_traceback(exc: BaseException, file: str | None) -> str:
     """The innermost frame in the user's file, as ' (file.py:12)'."""
     frames = traceback.extract_tb(exc.__traceback__)
