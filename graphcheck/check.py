@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import os
 import time
 import traceback
 from typing import Callable, Iterable
@@ -19,18 +20,28 @@ import torch
 
 from graphcheck.analysis.probe import probe_if_run
 from graphcheck.errors import GraphcheckError
-from graphcheck.loader import load_loss, load_target
+from graphcheck.loader import DEFAULT_STEP, display_spec, load_callable, load_loss, load_target, split_inputs
 from graphcheck.registry import parse_codes, selected_rules
 from graphcheck.report import TargetResult
 from graphcheck.frontends import FRONTENDS, build_graph
-from graphcheck.sources import prefer_sources
+from graphcheck.running import is_lightning_module, lightning_step
+from graphcheck.sources import is_library_file, prefer_sources
+from graphcheck.suppressions import apply_suppressions
 
 
-def check(model: torch.nn.Module | str, inputs: Iterable | None = None, *, loss: Callable | str | None = None,
+def check(model: torch.nn.Module | str, inputs: Iterable | dict | None = None, *,
+          loss: Callable | str | None = None, step: Callable | str | None = None, kwargs: dict | None = None,
           select: Iterable[str] | str | None = None, ignore: Iterable[str] | str | None = None,
           mode: str = "train", ignore_parameters: Iterable[str] = (), rule_options: dict | None = None,
-          frontends: Iterable[str] = FRONTENDS, name: str | None = None, meta: bool = False) -> TargetResult:
+          frontends: Iterable[str] = FRONTENDS, name: str | None = None, meta: bool = False,
+          progress: Callable[[str], None] | None = None) -> TargetResult:
     """Analyse one model (an ``nn.Module`` or a TARGET string) and return its result.
+
+    The model runs as ``model(*inputs, **kwargs)`` (``inputs`` may also be a dict of keyword
+    inputs, as ``model(**batch)``), or, with ``step``, as ``step(model, batch)``: a training
+    step that returns the loss. A LightningModule runs its own ``training_step``. Without
+    ``loss`` or ``step`` the loss is the output's own ``loss`` when it carries one, else every
+    floating-point output. ``progress`` hears what is being done (for a status line).
 
     With ``meta`` a TARGET's factory builds the model on the meta device (no weights are
     allocated; rules that read weight values are skipped). Errors in the input (a target
@@ -38,20 +49,25 @@ def check(model: torch.nn.Module | str, inputs: Iterable | None = None, *, loss:
     """
     label = name or (model if isinstance(model, str) else type(model).__name__)
     result = TargetResult(target=label, mode=mode)
+    report = (lambda message: progress(f"{label}: {message}")) if progress else None
     started = time.perf_counter()
     try:
         target_file = None
+        if report:
+            report("loading")
+        args, kwargs = _split(inputs, dict(kwargs or {}), label)
         if isinstance(model, str):
             loaded = load_target(model, meta=meta)
-            model, target_inputs, target_file = loaded.model, loaded.inputs, loaded.file
-            inputs = tuple(inputs) if inputs else target_inputs
-        inputs = tuple(inputs or ())
-        if isinstance(loss, str):
-            loss = load_loss(loss)
+            model, target_file = loaded.model, loaded.file
+            if not args and not kwargs:
+                args, kwargs = loaded.inputs, loaded.kwargs
+        files = [target_file]
+        loss, step, result.loss = _loss_and_step(model, loss, step, files)
         result.timings["build"] = time.perf_counter() - started
-        with prefer_sources(target_file):
-            _analyse(result, model, inputs, loss, mode=mode, frontends=frontends, select=select,
-                     ignore=ignore, rule_options=rule_options, ignore_parameters=ignore_parameters)
+        with prefer_sources(*files):
+            _analyse(result, model, args, kwargs, loss, step, mode=mode, frontends=frontends, select=select,
+                     ignore=ignore, rule_options=rule_options, ignore_parameters=ignore_parameters,
+                     progress=report)
     except GraphcheckError as exc:
         result.status, result.error, result.detail = "error", exc.message, exc.detail or traceback.format_exc()
     except Exception as exc:  # graphcheck's own bug: still a clear message, never a bare traceback
@@ -62,29 +78,79 @@ def check(model: torch.nn.Module | str, inputs: Iterable | None = None, *, loss:
     return result
 
 
-def _analyse(result: TargetResult, model, inputs, loss, *, mode, frontends, select, ignore,
-             rule_options, ignore_parameters) -> None:
+def _split(inputs, kwargs: dict, label: str) -> tuple[tuple, dict]:
+    if inputs is None:
+        return (), kwargs
+    args, given = split_inputs(inputs, label)
+    return args, {**given, **kwargs}
+
+
+def _loss_and_step(model, loss, step, files: list) -> tuple[Callable | None, Callable | None, str | None]:
+    """The loss or step callables, and how the report names them (None: decided by the output)."""
+    if loss is not None and step is not None:
+        raise GraphcheckError("Give a loss or a training step, not both: a step returns the loss itself.")
+    if isinstance(step, str):
+        spec, (step, step_file) = step, load_callable(step, DEFAULT_STEP, "training step")
+        files.append(step_file)
+        return None, step, f"step: {display_spec(spec)}"
+    if step is not None:
+        return None, step, f"step: {_callable_name(step)}"
+    if isinstance(loss, str):
+        return load_loss(loss), None, f"loss: {display_spec(loss)}"
+    if loss is not None:
+        return loss, None, f"loss: {_callable_name(loss)}"
+    if is_lightning_module(model):
+        return None, lightning_step, f"step: {type(model).__name__}.training_step"
+    return None, None, None
+
+
+def _callable_name(fn) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def _analyse(result: TargetResult, model, args, kwargs, loss, step, *, mode, frontends, select, ignore,
+             rule_options, ignore_parameters, progress) -> None:
     """Trace, run the selected rules, filter; fills ``result`` (timings included)."""
     traced_at = time.perf_counter()
-    graph = build_graph(model, inputs, loss, mode=mode, frontends=frontends, target=result.target)
+    graph = build_graph(model, args, loss, mode=mode, frontends=frontends, target=result.target,
+                        kwargs=kwargs, step=step, progress=progress)
     result.timings["trace"] = time.perf_counter() - traced_at
     result.graph, result.frontend, result.device = graph, graph.frontend, graph.device
+    result.loss = result.loss or graph.loss_source
     result.parameters = graph.counts()
     result.notes.extend(graph.notes)
     rules_at = time.perf_counter()
-    findings = []
+    findings, ran = [], []
     for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options):
         if rule.needs_weights and not graph.has_weights:
             result.skipped_rules.append(rule.code)
             continue
+        if progress and rule.code[:3] not in {code[:3] for code in ran}:
+            progress(f"{graph.frontend} frontend, rules {rule.code[:3]}xx")
         findings.extend(rule.check(graph))
+        ran.append(rule.code)
     probe = probe_if_run(graph)
     if probe is not None and probe.error:
         result.notes.append(f"probe-based rules (GC302-GC305) found nothing to say: {probe.error}")
-    result.findings = _without_ignored_parameters(findings, ignore_parameters)
-    result.findings.sort(key=lambda f: (f.location.file if f.location else "",
-                                        f.location.line if f.location else 0, f.code))
+    findings = _without_ignored_parameters(findings, ignore_parameters)
+    outcome = apply_suppressions(findings, user_files(graph), ran)
+    for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options, stage="findings"):
+        outcome.kept.extend(rule.check(outcome))
+    result.findings, result.suppressed = _in_order(outcome.kept), _in_order(outcome.suppressed)
     result.timings["rules"] = time.perf_counter() - rules_at
+
+
+def _in_order(findings: list) -> list:
+    return sorted(findings, key=lambda f: (f.location.file if f.location else "",
+                                          f.location.line if f.location else 0, f.code))
+
+
+def user_files(graph) -> set[str]:
+    """The user's source files the model ran through (where suppression comments can be)."""
+    locations = [data.get("location") for _, data in graph.graph.nodes(data=True)]
+    locations += [info.location for info in graph.parameters.values()]
+    return {os.path.abspath(loc.file) for loc in locations
+            if loc is not None and os.path.isfile(loc.file) and not is_library_file(loc.file)}
 
 
 def _without_ignored_parameters(findings, patterns):

@@ -9,11 +9,11 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from graphcheck.check import check
 from graphcheck.config import load_config
 from graphcheck.docs import rule_markdown
 from graphcheck.errors import GraphcheckError
-from graphcheck.loader import parse_input_shapes
+from graphcheck.progress import StatusLine
+from graphcheck.quiet import held_back
 from graphcheck.registry import all_rules, find_rule, parse_codes
 from graphcheck.report import Report
 from graphcheck.reporters import FORMATS, format_report
@@ -60,8 +60,22 @@ def cli() -> None:
     \b
     graphcheck model.py:build_model         lint a model (TARGET is file.py:factory,
                                             file.py, or package.module:factory)
+    graphcheck                              lint the targets listed in pyproject.toml
     graphcheck rule GC103                   print a rule's documentation
     """
+
+
+def _run_all(runs, report, status, config, frontend, meta, verify, debug) -> None:
+    """Analyse every target (user code runs here: its output is held back)."""
+    from graphcheck.check import check
+    for target, label, inputs, options in runs:
+        result = check(target, inputs or None, rule_options=config.rules, frontends=frontend or FRONTENDS,
+                       name=label, meta=meta, progress=status, **options)
+        if verify and result.status == "ok":
+            status(f"{label}: verifying with autograd")
+            from graphcheck.verify import verify_result
+            verify_result(result)
+        report.results.append(result)
 
 
 def _fail(message: str) -> None:
@@ -70,9 +84,11 @@ def _fail(message: str) -> None:
 
 
 @cli.command("check", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("targets", nargs=-1, metavar="TARGET [TARGET ...]")
+@click.argument("targets", nargs=-1, metavar="[TARGET ...]")
 @click.option("--loss", metavar="LOSS", help="Callable loss(output) -> scalar tensor (file.py:fn or module:fn). "
               "Default: every floating-point output counts, as DistributedDataParallel assumes.")
+@click.option("--step", metavar="STEP", help="Training step step(model, batch) -> loss (file.py:fn): runs the "
+              "model as the training code does (several forward passes, losses that need the batch).")
 @click.option("--input-shape", "input_shape", multiple=True, metavar="1,3,224,224",
               help="Shape of one positional input (float32 randn); repeat for several inputs.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
@@ -93,13 +109,16 @@ def _fail(message: str) -> None:
 @click.option("--meta", is_flag=True, help="Build the model on the meta device (no weights allocated: "
               "any size fits; rules that read weight values are skipped).")
 @click.option("--verify", is_flag=True, help="Cross-check the GC1xx verdict with a real forward + backward pass.")
+@click.option("--show-suppressed", is_flag=True, help="Also list the findings `# graphcheck: ignore` comments suppressed.")
+@click.option("--quiet", "-q", is_flag=True, help="No status line on stderr.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read options from this TOML file.")
 @click.option("--no-config", is_flag=True, help="Ignore pyproject.toml.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and which frontends were tried.")
 @click.pass_context
-def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, render_depth, render_all,
-                  select, ignore, fail_on, exit_zero, eval_mode, frontend, meta, verify, config_path, no_config, debug):
-    """Lint TARGET models: report parameters that get no gradient, and why."""
+def check_command(ctx, targets, loss, step, input_shape, fmt, output, render_path, render_depth, render_all,
+                  select, ignore, fail_on, exit_zero, eval_mode, frontend, meta, verify, show_suppressed, quiet,
+                  config_path, no_config, debug):
+    """Lint TARGET models (default: the targets in [tool.graphcheck]): report parameters that get no gradient, and why."""
     try:
         config = load_config(config_path, search=not no_config, start=_config_start(targets))
     except GraphcheckError as exc:
@@ -107,59 +126,70 @@ def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, ren
     for warning in config.warnings:
         click.echo(f"graphcheck: warning: {warning}", err=True)
 
+    def given(name) -> bool:
+        return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+
     def option(name, value, key):
         """Command line beats configuration, configuration beats the default."""
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
-            return value
-        return config.values.get(key, value)
+        return value if given(name) else config.values.get(key, value)
 
-    select = option("select", select, "select")
-    ignore = option("ignore", ignore, "ignore")
     fail_on = option("fail_on", fail_on, "fail-on")
     fmt = option("fmt", fmt, "format")
     exit_zero = option("exit_zero", exit_zero, "exit-zero")
-    eval_mode = option("eval_mode", eval_mode, "eval")
-    loss = option("loss", loss, "loss")
-    input_shape = option("input_shape", input_shape, "input-shape")
     render_depth = option("render_depth", render_depth, "render-depth")
     if fmt not in FORMATS:
         _fail(f"unknown format {fmt!r} in the configuration; choose from {', '.join(FORMATS)}.")
-    if not targets:
-        _fail("no TARGET given. Usage: graphcheck path/to/model.py:build_model "
-              "(see `graphcheck --help`).")
     known = {r.name for r in all_rules()} | {r.code for r in all_rules()}
     for name in config.rules:
         if name not in known:
             click.echo(f"graphcheck: warning: {config.path}: [tool.graphcheck.rules.{name}] names no rule (ignored)", err=True)
-    try:
-        inputs = parse_input_shapes(input_shape or ())
-        codes = [c for c in parse_codes(select) + parse_codes(ignore) if c != "ALL"]
-        rule_codes = [r.code for r in all_rules()]
-        for code in codes:
-            if not any(rc.startswith(code) for rc in rule_codes):
-                raise GraphcheckError(f"{code!r} in --select/--ignore matches no rule; codes look like GC1, GC103.")
-    except GraphcheckError as exc:
-        _fail(exc.message)
 
-    report = Report()
-    for target in targets:
-        result = check(target, inputs or None, loss=loss, select=select, ignore=ignore,
-                       mode="eval" if eval_mode else "train",
-                       ignore_parameters=config.values.get("ignore-parameters", ()),
-                       rule_options=config.rules, frontends=frontend or FRONTENDS, name=target,
-                       meta=meta)
-        if verify and result.status == "ok":
-            from graphcheck.verify import verify_result
-            verify_result(result)
-        report.results.append(result)
-        if debug:
-            for note in result.notes:
-                click.echo(f"graphcheck: {target}: {note}", err=True)
-            if result.detail:
-                click.echo(result.detail, err=True)
-            if result.timings:
-                click.echo(f"graphcheck: {target}: " + ", ".join(
-                    f"{k} {v:.2f}s" for k, v in result.timings.items()), err=True)
+    if targets:
+        jobs = [(target, {}, target) for target in targets]
+    elif config.targets:
+        jobs = [(t.model, t.settings, t.name) for t in config.targets]
+    else:
+        _fail("no TARGET given and no `targets` in [tool.graphcheck]. Usage: graphcheck "
+              "path/to/model.py:build_model, or list the models in pyproject.toml "
+              '(targets = ["models/net.py:build_model"]; see `graphcheck --help`).')
+
+    def setting(name, value, key, table):
+        """Command line, then the target's table, then [tool.graphcheck], then the default."""
+        if given(name):
+            return value
+        return table.get(key, config.values.get(key, value))
+
+    runs = []
+    for target, table, label in jobs:
+        if given("loss") or given("step"):
+            how = {"loss": loss, "step": step}
+        elif "loss" in table or "step" in table:
+            how = {"loss": table.get("loss"), "step": table.get("step")}
+        else:
+            how = {"loss": config.values.get("loss"), "step": config.values.get("step")}
+        mode = "eval" if eval_mode else table.get("mode") or ("eval" if config.values.get("eval") else "train")
+        options = dict(select=setting("select", select, "select", table),
+                       ignore=setting("ignore", ignore, "ignore", table),
+                       ignore_parameters=table.get("ignore-parameters", config.values.get("ignore-parameters", ())),
+                       mode=mode, **how)
+        try:
+            from graphcheck.loader import parse_input_shapes
+            inputs = parse_input_shapes(setting("input_shape", input_shape, "input-shape", table) or ())
+            _check_codes(options["select"], options["ignore"])
+        except GraphcheckError as exc:
+            _fail(f"{label}: {exc.message}" if not targets else exc.message)
+        runs.append((target, label, inputs, options))
+
+    report = Report(show_suppressed=show_suppressed)
+    status = StatusLine(enabled=not quiet)
+    try:
+        with held_back(show=debug):
+            _run_all(runs, report, status, config, frontend, meta, verify, debug)
+    finally:
+        status.clear()
+    if debug:
+        for result in report.results:
+            _debug(result)
 
     text = format_report(report, fmt)
     if output:
@@ -179,6 +209,24 @@ def check_command(ctx, targets, loss, input_shape, fmt, output, render_path, ren
         for message in render_results(report.results, render_path, depth=render_depth, full=render_all):
             click.echo(f"graphcheck: {message}", err=True)
     sys.exit(report.exit_code(fail_on=fail_on, exit_zero=exit_zero))
+
+
+def _check_codes(select, ignore) -> None:
+    codes = [c for c in parse_codes(select) + parse_codes(ignore) if c != "ALL"]
+    rule_codes = [r.code for r in all_rules()]
+    for code in codes:
+        if not any(rc.startswith(code) for rc in rule_codes):
+            raise GraphcheckError(f"{code!r} in --select/--ignore matches no rule; codes look like GC1, GC103.")
+
+
+def _debug(result) -> None:
+    for note in result.notes:
+        click.echo(f"graphcheck: {result.target}: {note}", err=True)
+    if result.detail:
+        click.echo(result.detail, err=True)
+    if result.timings:
+        click.echo(f"graphcheck: {result.target}: " + ", ".join(
+            f"{k} {v:.2f}s" for k, v in result.timings.items()), err=True)
 
 
 @cli.command("rule")

@@ -8,15 +8,20 @@ import importlib.util
 import os
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Callable
 
-import torch
+from typing import TYPE_CHECKING
 
 from graphcheck.errors import GraphcheckError
 
+if TYPE_CHECKING:   # torch is imported when a target is loaded, not when the CLI starts
+    import torch
+
 DEFAULT_FACTORY = "build_model"
 DEFAULT_LOSS = "loss"
+DEFAULT_STEP = "step"
 
 
 @dataclass
@@ -25,6 +30,7 @@ class LoadedTarget:
     model: torch.nn.Module
     inputs: tuple
     file: str | None
+    kwargs: dict = field(default_factory=dict)   # keyword inputs: model(*inputs, **kwargs)
 
 
 def split_spec(spec: str, default_name: str) -> tuple[str, str, bool]:
@@ -44,6 +50,21 @@ def split_spec(spec: str, default_name: str) -> tuple[str, str, bool]:
     if not name.isidentifier() and not all(part.isidentifier() for part in name.split(".")):
         raise GraphcheckError(f"{name!r} in {spec!r} is not a Python name.")
     return where, name, is_file
+
+
+def display_spec(spec: str) -> str:
+    """``file.py:fn`` with the file relative to the working directory when it lies inside it."""
+    try:
+        where, _, is_file = split_spec(spec, DEFAULT_FACTORY)
+    except GraphcheckError:
+        return spec
+    if not is_file or not os.path.isabs(where):
+        return spec
+    try:
+        relative = os.path.relpath(where)
+    except ValueError:   # another drive on Windows
+        return spec
+    return spec if relative.startswith("..") else relative + spec[len(where):]
 
 
 def _short_traceback(exc: BaseException, file: str | None) -> str:
@@ -119,17 +140,30 @@ def load_callable(spec: str, default_name: str, what: str) -> tuple[Callable, st
 
 
 def _as_inputs(value: Any, spec: str) -> tuple:
+    import torch
     if isinstance(value, torch.Tensor):
         return (value,)
     if isinstance(value, (list, tuple)):
         return tuple(value)
-    if isinstance(value, dict):
-        raise GraphcheckError(
-            f"The factory {spec} returned example inputs as a dict; return a tuple of positional "
-            "inputs instead (wrap keyword-only models in a small nn.Module).")
     raise GraphcheckError(
         f"The factory {spec} returned example inputs of type {type(value).__name__}; return a "
-        "tuple of positional inputs, e.g. (model, (torch.randn(2, 8),)).")
+        "tuple of positional inputs, e.g. (model, (torch.randn(2, 8),)), or a dict of keyword "
+        "inputs, e.g. (model, {\"input_ids\": ids, \"labels\": ids}).")
+
+
+def _as_keywords(value: Any, spec: str) -> dict:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise GraphcheckError(
+            f"The factory {spec} returned keyword inputs of type {type(value).__name__}; return "
+            "(model, args, kwargs) with a dict of keyword inputs named like forward's arguments.")
+    return dict(value)
+
+
+def split_inputs(value: Any, spec: str) -> tuple[tuple, dict]:
+    """Example inputs as the factory gave them -> (positional, keyword): a dict means ``model(**batch)``."""
+    if isinstance(value, Mapping):
+        return (), _as_keywords(value, spec)
+    return _as_inputs(value, spec), {}
 
 
 def load_target(spec: str, *, meta: bool = False) -> LoadedTarget:
@@ -138,6 +172,7 @@ def load_target(spec: str, *, meta: bool = False) -> LoadedTarget:
     With ``meta``, the factory runs under ``torch.device("meta")``: parameters are created
     without storage, so a model of any size can be analysed.
     """
+    import torch
     factory, file = load_callable(spec, DEFAULT_FACTORY, "factory")
     try:
         with torch.device("meta") if meta else contextlib.nullcontext():
@@ -153,14 +188,18 @@ def load_target(spec: str, *, meta: bool = False) -> LoadedTarget:
             "It is called with no arguments and must return an nn.Module or (module, example_inputs).",
             detail=traceback.format_exc()) from exc
     inputs: tuple = ()
+    kwargs: dict = {}
     model = result
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module):
-        model, inputs = result[0], _as_inputs(result[1], spec)
+        model, (inputs, kwargs) = result[0], split_inputs(result[1], spec)
+    elif isinstance(result, tuple) and len(result) == 3 and isinstance(result[0], torch.nn.Module):
+        model, inputs, kwargs = result[0], _as_inputs(result[1], spec), _as_keywords(result[2], spec)
     if not isinstance(model, torch.nn.Module):
         raise GraphcheckError(
             f"The factory {spec} returned {type(result).__name__}, not an nn.Module. Return the "
-            "model, or a tuple (model, example_inputs) where example_inputs is a tuple of inputs.")
-    return LoadedTarget(spec=spec, model=model, inputs=inputs, file=file)
+            "model, (model, args) with a tuple of positional inputs, (model, kwargs) with a dict "
+            "of keyword inputs, or (model, args, kwargs).")
+    return LoadedTarget(spec=spec, model=model, inputs=inputs, file=file, kwargs=kwargs)
 
 
 def load_loss(spec: str) -> Callable:
@@ -168,7 +207,14 @@ def load_loss(spec: str) -> Callable:
     return loss
 
 
+def load_step(spec: str) -> Callable:
+    """A training step ``step(model, batch) -> loss`` (``file.py:fn``; a bare file means ``step``)."""
+    step, _ = load_callable(spec, DEFAULT_STEP, "training step")
+    return step
+
+
 def parse_input_shapes(shapes: list[str] | tuple[str, ...]) -> tuple:
+    import torch
     inputs = []
     for text in shapes:
         try:

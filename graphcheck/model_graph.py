@@ -56,6 +56,9 @@ class ModelGraph:
     model: Any = None
     inputs: tuple = ()
     loss_fn: Callable | None = None
+    kwargs: dict = field(default_factory=dict)       # keyword inputs: model(*inputs, **kwargs)
+    step: Callable | None = None                     # a training step step(model, batch) -> loss
+    loss_source: str | None = None                   # which default loss ran ("output.loss", ...)
     # Results of the read-only analysis passes, keyed by the pass (see ``analysis``).
     _results: dict = field(default_factory=dict, repr=False)
 

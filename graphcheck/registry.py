@@ -32,6 +32,9 @@ class Rule:
     options: ClassVar[dict] = {}
     # Rules that need real weight values (or a probe pass) are skipped on meta models.
     needs_weights: ClassVar[bool] = False
+    # What ``check`` reads: "graph" (the ModelGraph), or "findings" (the settled findings of
+    # the graph rules and the suppression comments; GC001 unused-suppression).
+    stage: ClassVar[str] = "graph"
 
     def __init__(self, options: dict | None = None):
         merged = dict(self.options)
@@ -107,8 +110,8 @@ def register(cls: type[Rule]) -> type[Rule]:
 
 
 def _load_builtin_rules() -> None:
-    # Importing the family modules registers their rules.
-    from graphcheck import rules  # noqa: F401
+    # Importing the family modules registers their rules (GC001 lives with the suppressions it checks).
+    from graphcheck import rules, suppressions  # noqa: F401
 
 
 def all_rules() -> list[type[Rule]]:
@@ -124,7 +127,7 @@ def find_rule(code_or_name: str) -> type[Rule]:
             return rule
     raise GraphcheckError(
         f"There is no rule {key!r}. Run `graphcheck rule --all` to list the rules "
-        f"(codes GC101..GC5xx, names such as `detached-parameter`)."
+        f"(codes GC001..GC5xx, names such as `detached-parameter`)."
     )
 
 
@@ -152,8 +155,9 @@ def parse_codes(value: str | Iterable[str] | None) -> list[str]:
     return [item.strip().upper() for item in items if item and item.strip()]
 
 
-def selected_rules(select=(), ignore=(), rule_options: dict | None = None) -> Iterator[Rule]:
+def selected_rules(select=(), ignore=(), rule_options: dict | None = None, stage: str = "graph") -> Iterator[Rule]:
+    """The selected rules of one stage ("graph" or "findings"), configured."""
     rule_options = rule_options or {}
     for cls in all_rules():
-        if is_selected(cls.code, select, ignore):
+        if cls.stage == stage and is_selected(cls.code, select, ignore):
             yield cls(rule_options.get(cls.name) or rule_options.get(cls.code))

@@ -22,6 +22,10 @@ class TargetResult:
     device: str | None = None
     parameters: dict = field(default_factory=lambda: {"total": 0, "trainable": 0, "frozen": 0})
     findings: list[Finding] = field(default_factory=list)
+    # Which loss was analysed: "output.loss", "default: every floating-point output",
+    # "loss: file.py:fn" or "step: file.py:fn".
+    loss: str | None = None
+    suppressed: list[Finding] = field(default_factory=list)   # by `# graphcheck: ignore` comments
     notes: list[str] = field(default_factory=list)
     skipped_rules: list[str] = field(default_factory=list)   # need real weights; the model is meta
     timings: dict = field(default_factory=dict)
@@ -29,7 +33,7 @@ class TargetResult:
     detail: str | None = None           # traceback of an error, shown with --debug
     verification: "Verification | None" = None   # set by --verify (graphcheck/verify.py)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, show_suppressed: bool = False) -> dict:
         data = {
             "target": self.target,
             "status": self.status,
@@ -39,9 +43,12 @@ class TargetResult:
         data.update({
             "frontend": self.frontend,
             "mode": self.mode,
+            "loss": self.loss,
             "parameters": dict(self.parameters),
             "findings": [f.to_dict() for f in self.findings],
         })
+        if show_suppressed:
+            data["suppressed"] = [f.to_dict() for f in self.suppressed]
         if self.verification is not None:
             data["verification"] = self.verification.to_dict()
         return data
@@ -54,6 +61,7 @@ class TargetResult:
 @dataclass
 class Report:
     results: list[TargetResult] = field(default_factory=list)
+    show_suppressed: bool = False       # list suppressed findings too (marked as such)
 
     @property
     def findings(self) -> list[Finding]:
@@ -67,4 +75,4 @@ class Report:
         return 1 if failing and not exit_zero else 0
 
     def to_dict(self) -> dict:
-        return {"version": 1, "targets": [r.to_dict() for r in self.results]}
+        return {"version": 1, "targets": [r.to_dict(self.show_suppressed) for r in self.results]}

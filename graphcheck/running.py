@@ -7,7 +7,8 @@ these, so each swaps parameters and tracks the running module the same way.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import torch
 from torch.utils import _pytree as pytree
@@ -46,11 +47,55 @@ def inputs_on(value: Any, device: str, generator: torch.Generator | None = None)
     return pytree.tree_map(convert, value)
 
 
+DEFAULT_LOSS_DESCRIPTION = "default: every floating-point output"
+MODEL_LOSS_DESCRIPTION = "output.loss"
+
+
+def loss_in(value: Any) -> torch.Tensor | None:
+    """The tensor ``loss`` a value carries: itself, ``value["loss"]`` or ``value.loss`` (a ModelOutput)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):
+        found = value.get("loss")
+    else:
+        found = getattr(value, "loss", None) if not isinstance(value, (tuple, list)) else None
+    return found if isinstance(found, torch.Tensor) else None
+
+
 def default_loss(output: Any) -> torch.Tensor | None:
-    """What DistributedDataParallel assumes: every floating-point output tensor feeds the loss."""
+    """The model's own loss when its output carries one (``output.loss``, computed from ``labels``);
+    otherwise what DistributedDataParallel assumes: every floating-point output tensor feeds the loss."""
+    own = loss_in(output) if not isinstance(output, torch.Tensor) else None
+    if own is not None:
+        return own if own.numel() == 1 else own.sum()
     parts = [t.float().sum() for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
     return torch.stack(parts).sum() if parts else None
 
+
+def default_loss_description(output: Any) -> str:
+    """Which loss :func:`default_loss` used, as the report says it."""
+    if not isinstance(output, torch.Tensor) and loss_in(output) is not None:
+        return MODEL_LOSS_DESCRIPTION
+    return DEFAULT_LOSS_DESCRIPTION
+
+
+def batch_of(args: tuple, kwargs: dict) -> Any:
+    """The batch a training step receives: the positional inputs (a tuple), the keyword inputs
+    (a dict), or ``(args, kwargs)`` when the factory gave both."""
+    if kwargs and not args:
+        return dict(kwargs)
+    return (tuple(args), dict(kwargs)) if kwargs else tuple(args)
+
+
+def is_lightning_module(model: Any) -> bool:
+    """A LightningModule, by duck typing (lightning need not be installed to lint one)."""
+    return (isinstance(model, torch.nn.Module) and callable(getattr(model, "training_step", None))
+            and any(cls.__name__ == "LightningModule" for cls in type(model).__mro__))
+
+
+def lightning_step(model: Any, batch: Any) -> Any:
+    """What the Lightning trainer calls for one batch."""
+    return model.training_step(batch, 0)
 
 
 def canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -144,8 +189,11 @@ def preserved(model: torch.nn.Module):
                 buffer.copy_(saved)
 
 
-def call_with(model: torch.nn.Module, tensors: dict[str, torch.Tensor], inputs: tuple) -> Any:
-    """``model(*inputs)`` with ``tensors`` in place of its parameters and buffers (by qualified name);
-    whatever forward does to the module (attributes, caches, hooks) is undone afterwards."""
+def call_with(model: torch.nn.Module, tensors: dict[str, torch.Tensor], inputs: tuple,
+              kwargs: dict | None = None, step: Callable | None = None) -> Any:
+    """``model(*inputs, **kwargs)`` (or ``step(model, batch)``) with ``tensors`` in place of its parameters
+    and buffers (by qualified name); whatever forward does to the module is undone afterwards."""
     with preserved(model), swapped_parameters(model, tensors):
-        return model(*inputs)
+        if step is not None:
+            return step(model, batch_of(tuple(inputs), dict(kwargs or {})))
+        return model(*inputs, **(kwargs or {}))

@@ -144,3 +144,10 @@ def _attribute_line(cls: type, attribute: str) -> Location | None:
             if pattern.search(line):
                 return Location(filename, start + offset)
     return None
+
+
+def short_location(exc: BaseException) -> str:
+    """`` (file.py:12)``: the innermost frame of ``exc`` in user code, for an error message."""
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(exc.__traceback__)]
+    location = location_from_frames(frames)
+    return f" ({location.display_file()}:{location.line})" if location else ""

@@ -25,7 +25,8 @@ import torch
 from torch.utils import _pytree as pytree
 
 from graphcheck.finding import name_list
-from graphcheck.running import call_with, canonical_parameters, default_loss, inputs_on
+from graphcheck.running import (batch_of, call_with, canonical_parameters, default_loss, inputs_on, loss_in,
+                                preserved, swapped_parameters)
 
 # Above these sizes the real-valued pass is skipped: it would allocate or compute too much.
 MAX_REAL_PARAMETERS = 50_000_000
@@ -78,12 +79,17 @@ class _RunFailed(Exception):
     pass
 
 
-def _run(model, tensors: dict[str, torch.Tensor], inputs: tuple, loss_fn: Callable | None):
-    """forward + loss + backward with ``tensors`` swapped in; returns False when nothing reaches the loss."""
+def _run(model, tensors: dict[str, torch.Tensor], inputs: tuple, loss_fn: Callable | None,
+         step: Callable | None = None):
+    """forward + loss + backward (or the training step + backward) with ``tensors`` swapped in;
+    ``inputs`` is ``(args, kwargs)``. Returns False when nothing reaches the loss."""
+    args, kwargs = inputs
     try:
-        with torch.enable_grad():
-            output = call_with(model, tensors, tuple(inputs))
-            loss = (loss_fn or default_loss)(output)
+        with preserved(model), swapped_parameters(model, tensors), torch.enable_grad():
+            if step is not None:
+                loss = loss_in(step(model, batch_of(args, kwargs)))
+            else:
+                loss = (loss_fn or default_loss)(model(*args, **kwargs))
             if loss is None or not isinstance(loss, torch.Tensor) or not loss.requires_grad:
                 return False
             (loss.sum() if loss.numel() != 1 else loss.reshape(())).backward()
@@ -97,7 +103,7 @@ def _buffers(model, device: str) -> dict[str, torch.Tensor]:
             for name, buf in model.named_buffers(remove_duplicate=False)}
 
 
-def none_gradient_pass(model, inputs: tuple, loss_fn, device: str) -> set[str]:
+def none_gradient_pass(model, inputs: tuple, loss_fn, device: str, step: Callable | None = None) -> set[str]:
     """Trainable parameters whose ``.grad`` is None after one backward pass on ``device``."""
     canonical, _ = canonical_parameters(model)
     leaves = {}
@@ -107,12 +113,12 @@ def none_gradient_pass(model, inputs: tuple, loss_fn, device: str) -> set[str]:
         else:
             value = param.detach().clone()
         leaves[name] = torch.nn.Parameter(value, requires_grad=param.requires_grad)
-    _run(model, {**_buffers(model, device), **leaves}, inputs_on(inputs, device), loss_fn)
+    _run(model, {**_buffers(model, device), **leaves}, inputs_on(inputs, device), loss_fn, step)
     return {n for n, p in leaves.items() if p.requires_grad and p.grad is None}
 
 
 def zero_gradient_steps(model, inputs: tuple, loss_fn, draws: int = DRAWS, steps: int = STEPS,
-                        lr: float = LEARNING_RATE) -> set[str]:
+                        lr: float = LEARNING_RATE, training_step: Callable | None = None) -> set[str]:
     """Trainable parameters whose gradient is None or all zeros for every draw and SGD step (CPU)."""
     canonical, _ = canonical_parameters(model)
     trainable = [n for n, p in canonical.items() if p.requires_grad]
@@ -125,7 +131,7 @@ def zero_gradient_steps(model, inputs: tuple, loss_fn, draws: int = DRAWS, steps
             batch = inputs_on(inputs, "cpu", None if draw == step == 0 else generator)
             for tensor in weights.values():
                 tensor.grad = None
-            if not _run(model, {**buffers, **weights}, batch, loss_fn):
+            if not _run(model, {**buffers, **weights}, batch, loss_fn, training_step):
                 break
             with torch.no_grad():
                 for name in trainable:
@@ -144,25 +150,28 @@ def _numel(values) -> int:
     return sum(t.numel() for t in pytree.tree_leaves(values) if isinstance(t, torch.Tensor))
 
 
-def autograd_verdict(model, inputs: tuple, loss_fn, mode: str = "train") -> tuple[set[str], str, bool]:
-    """(parameters autograd leaves without gradient, how that was measured, whether zeros were tested)."""
+def autograd_verdict(model, inputs: tuple, loss_fn, mode: str = "train",
+                     step: Callable | None = None) -> tuple[set[str], str, bool]:
+    """(parameters autograd leaves without gradient, how that was measured, whether zeros were tested).
+
+    ``inputs`` is ``(args, kwargs)``: the model runs as ``model(*args, **kwargs)``, or ``step(model, batch)``."""
     model.train(mode == "train")
     canonical, _ = canonical_parameters(model)
     real = bool(canonical) and not any(p.is_meta for p in canonical.values())
     try:
-        none_set, method = none_gradient_pass(model, inputs, loss_fn, "meta"), "meta"
+        none_set, method = none_gradient_pass(model, inputs, loss_fn, "meta", step), "meta"
     except _RunFailed as meta_failure:
         if not real:
             raise _RunFailed(f"the forward/backward pass on the meta device failed ({meta_failure}) "
                              "and the model has no real weights to run on the CPU") from None
-        none_set, method = none_gradient_pass(model, inputs, loss_fn, "cpu"), "cpu"
+        none_set, method = none_gradient_pass(model, inputs, loss_fn, "cpu", step), "cpu"
     if not real:
         return none_set, method, not canonical
     small = (_numel(list(canonical.values())) <= MAX_REAL_PARAMETERS
              and _numel(inputs) <= MAX_REAL_INPUT_ELEMENTS)
     if not small:
         return none_set, method, False
-    zero_set = zero_gradient_steps(model, inputs, loss_fn)
+    zero_set = zero_gradient_steps(model, inputs, loss_fn, training_step=step)
     return zero_set | none_set, method + "+cpu-steps", True
 
 
@@ -174,8 +183,8 @@ def verify_graph(graph, findings=()) -> Verification:
     flagged = {name for name, v in verdicts.items() if v.kind != "ok"}
     zero_kind = {name for name, v in verdicts.items() if v.kind == "zero"}
     try:
-        autograd, method, values_tested = autograd_verdict(graph.model, tuple(graph.inputs),
-                                                           graph.loss_fn, graph.mode)
+        autograd, method, values_tested = autograd_verdict(graph.model, (tuple(graph.inputs), dict(graph.kwargs)),
+                                                           graph.loss_fn, graph.mode, graph.step)
     except _RunFailed as exc:
         return Verification(status="failed", graphcheck=flagged,
                             message=f"could not verify: {exc}")

@@ -139,8 +139,19 @@ def test_args_are_split_like_a_shell_and_never_executed(tmp_path, workspace):
     run_step(GATE, workspace, bin_dir, args="models/a.py")     # empty fail-on: the configuration decides
     assert json.loads(argv_file.read_text()) == ["models/a.py", "--format", "text"]
 
-    done = run_step(RUN, workspace, bin_dir, args="  ")
-    assert done.returncode == 2 and "::error title=graphcheck::The 'args' input is empty" in done.stdout
+    done = run_step(RUN, workspace, bin_dir, args="  ")     # empty: the targets in [tool.graphcheck]
+    assert done.returncode == 0, done.stderr
+    assert json.loads(argv_file.read_text()) == ["--format", "sarif", "--output", "graphcheck.sarif", "--exit-zero"]
+
+
+def test_empty_args_lint_the_configured_targets(tmp_path, workspace):
+    (workspace / "pyproject.toml").write_text('[tool.graphcheck]\ntargets = ["models/bad.py", "models/clean.py"]\n')
+    done = run_step(RUN, workspace, shims(tmp_path), args="")
+    assert done.returncode == 0, done.stderr
+    document = json.loads((workspace / "graphcheck.sarif").read_text())
+    assert {r["ruleId"] for r in document["runs"][0]["results"]} == {"GC103"}
+    gate = run_step(GATE, workspace, shims(tmp_path), args="")
+    assert gate.returncode == 1 and "GC103" in gate.stdout
 
 
 def test_sarif_step_writes_a_valid_report(tmp_path, workspace):

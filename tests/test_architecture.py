@@ -13,13 +13,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "graphcheck"
 # Lower layers never import higher ones (cli -> check -> {frontends, rules, verify} -> analysis
 # -> {model graph, ops, running, sources} -> finding). Rank: a module may import only equal or lower ranks.
 LAYERS = [
-    ("graphcheck.finding", "graphcheck.errors", "graphcheck.version"),
-    ("graphcheck.ops", "graphcheck.model_graph", "graphcheck.sources", "graphcheck.running"),
+    ("graphcheck.finding", "graphcheck.errors", "graphcheck.version", "graphcheck.probe_data"),
+    ("graphcheck.ops", "graphcheck.model_graph", "graphcheck.sources", "graphcheck.running", "graphcheck.probing"),
     ("graphcheck.analysis",),
     ("graphcheck.registry", "graphcheck.report", "graphcheck.docs"),
-    ("graphcheck.rules", "graphcheck.frontends", "graphcheck.verify", "graphcheck.loader", "graphcheck.config"),
-    ("graphcheck.check", "graphcheck.reporters", "graphcheck.drawing"),
-    ("graphcheck.cli", "graphcheck.testing", "graphcheck.pytest_plugin", "graphcheck.__main__", "graphcheck"),
+    ("graphcheck.rules", "graphcheck.frontends", "graphcheck.verify", "graphcheck.loader", "graphcheck.config",
+     "graphcheck.suppressions"),
+    ("graphcheck.check", "graphcheck.reporters", "graphcheck.drawing", "graphcheck.progress"),
+    ("graphcheck.cli", "graphcheck.quiet", "graphcheck.testing", "graphcheck.pytest_plugin", "graphcheck.__main__", "graphcheck"),
 ]
 
 
@@ -117,3 +118,18 @@ def test_rules_never_import_each_other():
                  for source, names, _ in _imports(MODULES[module])
                  for target in ({_target(source, n) for n in names} or {source}) if target in rules]
     assert not offenders, offenders
+
+
+def test_help_and_rule_docs_do_not_import_torch():
+    """`graphcheck --help` and `graphcheck rule CODE` answer without torch's 2-second import."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom graphcheck.cli import cli\n"
+            "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
+            "assert 'GC103' in CliRunner().invoke(cli, ['rule', 'GC103']).output\n"
+            "assert CliRunner().invoke(cli, ['rule', '--all']).exit_code == 0\n"
+            "import graphcheck.pytest_plugin\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.strip() == "[]", process.stdout

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
 
 from graphcheck.model_graph import ModelGraph
 from graphcheck.ops import AFFINE_FUNCTIONS, AFFINE_MODULES, RIGHT_OPERAND
+
+if TYPE_CHECKING:
+    import torch
 
 def embedding_tables(graph: ModelGraph) -> set[str]:
     """Parameters read by an ``embedding`` lookup."""

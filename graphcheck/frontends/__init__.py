@@ -9,7 +9,17 @@ Every frontend does the same two things:
    learn which of its inputs it really differentiates. Those are the ``grad`` edges.
 """
 
-from graphcheck.frontends.builder import FrontendError
-from graphcheck.frontends.chain import FRONTENDS, TracingError, build_graph
+FRONTENDS = ("fx", "export", "autograd")
 
 __all__ = ["FRONTENDS", "FrontendError", "TracingError", "build_graph"]
+
+
+def __getattr__(name: str):
+    """The frontends import torch: loaded on first use, so `graphcheck --help` stays fast."""
+    if name == "FrontendError":
+        from graphcheck.frontends.builder import FrontendError
+        return FrontendError
+    if name in ("TracingError", "build_graph"):
+        from graphcheck.frontends import chain
+        return getattr(chain, name)
+    raise AttributeError(name)

@@ -16,7 +16,7 @@ from graphcheck.errors import GraphcheckError
 from graphcheck.finding import Location
 from graphcheck.frontends.naming import Execution, ParamTable
 from graphcheck.model_graph import LOSS
-from graphcheck.running import default_loss, tensors_in
+from graphcheck.running import default_loss, default_loss_description, tensors_in
 
 
 class FrontendError(Exception):
@@ -24,7 +24,7 @@ class FrontendError(Exception):
 
     ``kind`` says what failed: "trace" (the tracer itself: another device will not help),
     "inputs" (it needs example inputs), "run" (executing the traced model on this device),
-    "loss" (the user's loss on this frontend's outputs).
+    "loss" (the user's loss on this frontend's outputs), "step" (the user's training step raised).
     """
 
     def __init__(self, message: str, kind: str = "run"):
@@ -115,6 +115,7 @@ class GraphBuilder:
         self.table = table
         self.execution = execution
         self.tracker = GradTracker()
+        self.loss_source: str | None = None   # which loss the default used (output.loss or every output)
 
     # -- nodes
     def param_node(self, name: str) -> str:
@@ -167,6 +168,8 @@ class GraphBuilder:
             inputs = [source] if source else []
             self.add(node_id, kind="output", target=label, value=leaf, inputs=inputs)
         loss = compute_loss(loss_fn, outputs)
+        if loss_fn is None:
+            self.loss_source = default_loss_description(outputs)
         self.add(LOSS, kind="loss", target="loss", value=loss, inputs=[])
         for source in list(self.graph.predecessors(LOSS)):
             self.graph.edges[source, LOSS]["data"] = True

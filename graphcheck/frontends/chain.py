@@ -8,6 +8,7 @@ from typing import Callable, Iterable
 import torch
 
 from graphcheck.errors import GraphcheckError
+from graphcheck.frontends import FRONTENDS
 from graphcheck.frontends.builder import FrontendError
 from graphcheck.frontends.export import trace_export
 from graphcheck.frontends.fx import trace_fx
@@ -18,15 +19,24 @@ from graphcheck.model_graph import ModelGraph
 from graphcheck.running import preserved
 from graphcheck.sources import is_library_file, prefer_sources
 
-FRONTENDS = ("fx", "export", "autograd")
 
 _FRONTEND_FUNCTIONS = {"fx": trace_fx, "export": trace_export, "autograd": trace_autograd}
 
 
+# Frontends that can run a whole training step (several forward calls, user code around them).
+STEP_FRONTENDS = ("autograd",)
+
+
 def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None, *,
                 mode: str = "train", frontends: Iterable[str] = FRONTENDS,
-                target: str = "") -> ModelGraph:
-    """Trace ``model`` with the first frontend that works and return its ModelGraph."""
+                target: str = "", kwargs: dict | None = None, step: Callable | None = None,
+                progress: Callable[[str], None] | None = None) -> ModelGraph:
+    """Trace ``model`` with the first frontend that works and return its ModelGraph.
+
+    The model runs as ``model(*inputs, **kwargs)``, or, with ``step``, as ``step(model, batch)``
+    (a training step; only the recorded frontend runs one). ``progress`` hears which
+    frontend is being tried.
+    """
     if mode not in ("train", "eval"):
         raise GraphcheckError(f"mode must be 'train' or 'eval', not {mode!r}")
     try:
@@ -38,30 +48,46 @@ def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None 
     with prefer_sources(model_file), preserved(model):   # the mode is the analysis's, not kept on the model
         if model.training != (mode == "train"):   # an override: else submodules keep their own modes
             model.train(mode == "train")
-        return _build_graph(model, tuple(inputs), loss_fn, mode, frontends, target)
+        return _build_graph(model, tuple(inputs), dict(kwargs or {}), loss_fn, step, mode, frontends,
+                            target, progress or _silent)
 
 
-def _build_graph(model, inputs, loss_fn, mode, frontends, target) -> ModelGraph:
+def _silent(message: str) -> None:
+    pass
+
+
+def _build_graph(model, inputs, kwargs, loss_fn, step, mode, frontends, target, progress) -> ModelGraph:
     table = ParamTable(model)
     devices = ["meta", "cpu"] if table.real else ["meta"]
     failures: list[tuple[str, str, FrontendError]] = []
+    skipped: list[str] = []
     for frontend in frontends:
         if frontend not in _FRONTEND_FUNCTIONS:
             raise GraphcheckError(f"Unknown frontend {frontend!r}; choose from {', '.join(FRONTENDS)}.")
+        if step is not None and frontend not in STEP_FRONTENDS:
+            skipped.append(f"{frontend} frontend skipped: a training step runs through the recorded "
+                           f"frontend ({', '.join(STEP_FRONTENDS)})")
+            continue
         cache: dict = {}
         for device in devices:
+            progress(f"{frontend} frontend on {device}")
             try:
                 with reentrant_checkpoint_semantics(), preserved(model):
-                    builder = _FRONTEND_FUNCTIONS[frontend](model, tuple(inputs), table, loss_fn, device, cache)
+                    builder = _FRONTEND_FUNCTIONS[frontend](model, tuple(inputs), table, loss_fn, device, cache,
+                                                            kwargs=kwargs, step=step)
             except FrontendError as exc:
                 failures.append((frontend, device, exc))
                 if exc.kind in ("trace", "inputs"):
                     break   # running on another device would not help
                 continue
-            notes = [f"{f} ({d}) frontend did not work: {e}" for f, d, e in failures]
+            notes = skipped + [f"{f} ({d}) frontend did not work: {e}" for f, d, e in failures]
             return ModelGraph(graph=builder.graph, parameters=table.canonical, frontend=frontend,
                               mode=mode, device=device, target=target, notes=notes, model=model,
-                              inputs=tuple(builder.inputs), loss_fn=loss_fn)
+                              inputs=tuple(builder.inputs), loss_fn=loss_fn, kwargs=kwargs, step=step,
+                              loss_source=builder.loss_source)
+    if not failures:
+        raise GraphcheckError(f"A training step needs the {' or '.join(STEP_FRONTENDS)} frontend; "
+                              f"--frontend {' '.join(frontends)} cannot run one.")
     raise TracingError(failures)
 
 
@@ -74,7 +100,13 @@ class TracingError(GraphcheckError):
         kinds = {e.kind for _, _, e in failures}
         forward = [e for f, _, e in failures if f == "autograd" and e.kind == "run"]
         losses = [e for _, _, e in failures if e.kind == "loss"]
-        if losses and kinds <= {"loss", "trace", "inputs"}:
+        steps = [e for _, _, e in failures if e.kind == "step"]
+        if steps:
+            message = (f"{str(steps[-1])[0].upper()}{str(steps[-1])[1:]}. graphcheck calls step(model, batch) "
+                       "with the factory's example inputs as the batch (a tuple for positional inputs, a "
+                       "dict for keyword inputs); check that the step runs on them in Python. Run with "
+                       "--debug for the traceback.")
+        elif losses and kinds <= {"loss", "trace", "inputs"}:
             # Wherever the model ran, the loss failed on its output: that is the loss's problem.
             message = (f"The loss raised an error on the model's output: {losses[-1].cause}. "
                        "graphcheck calls loss(output) with exactly what the model returns (a "

@@ -15,7 +15,7 @@ from graphcheck.frontends.patches import inference_mode_as_no_grad
 from graphcheck.running import inputs_on
 
 
-def _export(model: torch.nn.Module, inputs: tuple, table: ParamTable):
+def _export(model: torch.nn.Module, inputs: tuple, kwargs: dict, table: ParamTable):
     import logging
     import warnings
     try:
@@ -27,26 +27,28 @@ def _export(model: torch.nn.Module, inputs: tuple, table: ParamTable):
                 logger.setLevel(logging.CRITICAL)
             warnings.simplefilter("ignore")
             restore.enter_context(inference_mode_as_no_grad())
-            return torch.export.export(model, inputs_on(tuple(inputs), "meta" if not table.real else "cpu"),
-                                       strict=False)
+            device = "meta" if not table.real else "cpu"
+            return torch.export.export(model, inputs_on(tuple(inputs), device),
+                                       kwargs=inputs_on(kwargs, device) or None, strict=False)
     except Exception as exc:
         raise FrontendError(f"torch.export.export failed: {type(exc).__name__}: {first_line(exc)}",
                             kind="trace") from exc
 
 
 def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
-                 cache: dict) -> GraphBuilder:
-    if not inputs:
+                 cache: dict, *, kwargs: dict | None = None, step=None) -> GraphBuilder:
+    kwargs = dict(kwargs or {})
+    if not inputs and not kwargs:
         raise FrontendError("torch.export needs example inputs", kind="inputs")
     if "export" not in cache:   # exported once; only the execution is retried on another device
-        cache["export"] = _export(model, inputs, table)
+        cache["export"] = _export(model, inputs, kwargs, table)
     program = cache["export"]
     from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
 
     execution, tensors = table.execution(device)
     builder = GraphBuilder(table, execution)
     signature = program.graph_signature
-    user_inputs = iter(pytree.tree_leaves((tuple(inputs), {})))
+    user_inputs = iter(pytree.tree_leaves((tuple(inputs), _in_export_order(program, kwargs))))
     bindings, args, originals = {}, [], {}
     for spec in signature.input_specs:
         if spec.kind == InputKind.USER_INPUT:
@@ -82,3 +84,16 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
         builder.finish(outputs, match_sources(outputs, sources), loss_fn)
     builder.inputs = inputs
     return builder
+
+
+def _in_export_order(program, kwargs: dict) -> dict:
+    """Keyword inputs in the order the exported program's input spec flattened them."""
+    if not kwargs:
+        return {}
+    in_spec = program.call_spec.in_spec
+    try:
+        keywords = in_spec.child(1) if hasattr(in_spec, "child") else in_spec.children_specs[1]
+        keys = list(keywords.context)
+    except (AttributeError, IndexError, TypeError):
+        return kwargs
+    return {key: kwargs[key] for key in keys if key in kwargs}

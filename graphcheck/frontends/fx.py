@@ -50,12 +50,12 @@ class GradModeTracer(fx.Tracer):
             set_grad_enabled_op(saved_mode)
 
 
-def _symbolic_trace(model: torch.nn.Module, inputs: tuple) -> tuple[fx.GraphModule, fx.Graph]:
+def _symbolic_trace(model: torch.nn.Module, concrete_args: dict | None) -> tuple[fx.GraphModule, fx.Graph]:
     try:
         # Tracing runs forward with Proxies: an attribute forward assigns (``self.mask = ...``)
         # would keep one, and the GraphModule would copy it as a constant. Restore first.
         with preserved(model):
-            graph = GradModeTracer().trace(model, concrete_args=_none_arguments(model, inputs))
+            graph = GradModeTracer().trace(model, concrete_args=concrete_args)
         return fx.GraphModule(model, graph), graph
     except Exception as exc:
         raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {first_line(exc)}",
@@ -63,12 +63,13 @@ def _symbolic_trace(model: torch.nn.Module, inputs: tuple) -> tuple[fx.GraphModu
 
 
 def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
-             cache: dict) -> GraphBuilder:
+             cache: dict, *, kwargs: dict | None = None, step=None) -> GraphBuilder:
+    concrete_args, run_args = _signature_call(model, inputs, kwargs or {})
     if "fx" not in cache:   # traced once; only the execution is retried on another device
-        cache["fx"] = _symbolic_trace(model, inputs)
+        cache["fx"] = _symbolic_trace(model, concrete_args)
     gm, graph = cache["fx"]
-    if not inputs:
-        inputs = infer_inputs(gm)
+    if not run_args:
+        inputs = run_args = infer_inputs(gm)
     execution, tensors = table.execution(device)
     builder = GraphBuilder(table, execution)
     interp = GraphInterpreter(gm, builder)
@@ -78,10 +79,36 @@ def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, 
     tensors = {name: t for name, t in tensors.items() if name in present}
     with swapped_parameters(gm, tensors), \
             torch.enable_grad(), torch.device(device):
-        outputs = run_interpreter(interp, inputs_on(inputs, device))
+        outputs = run_interpreter(interp, inputs_on(run_args, device))
         builder.finish(outputs, match_sources(outputs, output_sources(interp, graph)), loss_fn)
     builder.inputs = inputs
     return builder
+
+
+def _signature_call(model: torch.nn.Module, inputs: tuple, kwargs: dict) -> tuple[dict | None, tuple]:
+    """(concrete_args for tracing, the values of the traced graph's placeholders, in order).
+
+    Keyword inputs are bound by forward's signature: each given argument is a placeholder,
+    each one left out is fixed at its default (``labels=None`` traces the branch without labels).
+    """
+    if not kwargs:
+        return _none_arguments(model, inputs), tuple(inputs)
+    try:
+        signature = inspect.signature(model.forward)
+        bound = signature.bind(*inputs, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise FrontendError(f"the keyword inputs do not match forward's signature: {exc}", kind="trace") from exc
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    if any(p.kind in variadic for p in signature.parameters.values()):
+        raise FrontendError("torch.fx cannot trace keyword inputs passed through *args or **kwargs",
+                            kind="trace")
+    concrete, values = {}, []
+    for name, parameter in signature.parameters.items():
+        value = bound.arguments.get(name, parameter.default)
+        if name not in bound.arguments or value is None:
+            concrete[name] = value
+        values.append(value)
+    return concrete or None, tuple(values)
 
 
 def _none_arguments(model: torch.nn.Module, inputs: tuple) -> dict | None:

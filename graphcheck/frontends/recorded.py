@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -11,8 +11,8 @@ from torch.utils import _pytree as pytree
 from graphcheck.errors import GraphcheckError
 from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.naming import ParamTable
-from graphcheck.running import inputs_on, module_stack, op_name, swapped_parameters, tensors_in
-from graphcheck.sources import calling_the_model, location_here
+from graphcheck.running import batch_of, inputs_on, loss_in, module_stack, op_name, swapped_parameters, tensors_in
+from graphcheck.sources import calling_the_model, location_here, short_location
 
 
 class _Recorder(TorchFunctionMode):
@@ -77,30 +77,62 @@ class _Recorder(TorchFunctionMode):
 
 
 def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
-                   cache: dict) -> GraphBuilder:
-    if not inputs:
+                   cache: dict, *, kwargs: dict | None = None, step: Callable | None = None) -> GraphBuilder:
+    """Record one forward pass, ``model(*inputs, **kwargs)``, or a whole training step, ``step(model, batch)``."""
+    kwargs = dict(kwargs or {})
+    if not inputs and not kwargs:
         raise FrontendError("a recorded forward pass needs example inputs", kind="inputs")
     execution, tensors = table.execution(device)
     builder = GraphBuilder(table, execution)
     with module_stack(model) as stack:
-        return _record(model, inputs, tensors, builder, stack, loss_fn, device)
+        return _record(model, (tuple(inputs), kwargs), tensors, builder, stack, loss_fn, device, step)
 
 
-def _record(model, inputs, tensors, builder: GraphBuilder, stack, loss_fn, device: str) -> GraphBuilder:
+def _record(model, inputs, tensors, builder: GraphBuilder, stack, loss_fn, device: str, step) -> GraphBuilder:
     recorder = _Recorder(builder, stack)
-    run_inputs = inputs_on(inputs, device)
-    for index, tensor in enumerate(tensors_in(run_inputs)):
+    args, kwargs = inputs_on(inputs, device)
+    for index, tensor in enumerate(tensors_in((args, kwargs))):
         node_id = builder.add(f"input_{index}", kind="input", target=f"input_{index}", value=tensor, inputs=[])
         recorder.register_value(node_id, tensor)
     try:
         with swapped_parameters(model, tensors), torch.enable_grad(), torch.device(device):
             with recorder, calling_the_model():
-                outputs = model(*run_inputs)
+                if step is None:
+                    outputs = model(*args, **kwargs)
+                else:
+                    outputs = _run_step(step, model, batch_of(args, kwargs), device)
             sources = [recorder.producer.get(id(t)) for t in tensors_in(outputs)]
-            builder.finish(outputs, sources, loss_fn)
+            builder.finish(outputs, sources, loss_fn if step is None else _itself)
     except (GraphcheckError, FrontendError):
         raise
     except Exception as exc:
         raise FrontendError(f"the forward pass on {device} failed: {type(exc).__name__}: {first_line(exc)}") from exc
-    builder.inputs = inputs
+    builder.inputs = inputs[0]
     return builder
+
+
+def _itself(loss: torch.Tensor) -> torch.Tensor:
+    return loss
+
+
+def _run_step(step: Callable, model, batch, device: str) -> torch.Tensor:
+    """``step(model, batch)`` and the loss it returns (a tensor, or a dict or object with a ``loss``)."""
+    name = getattr(step, "__qualname__", type(step).__name__)
+    try:
+        value = step(model, batch)
+    except (GraphcheckError, FrontendError):
+        raise
+    except Exception as exc:
+        raise FrontendError(f"the training step {name} raised {type(exc).__name__}: {first_line(exc)}"
+                            f"{short_location(exc)}", kind="step") from exc
+    loss = loss_in(value)
+    if loss is None:
+        raise GraphcheckError(
+            f"The training step {name} returned {type(value).__name__}, not a loss. A step is a "
+            "callable step(model, batch) that runs the model as the training code does and returns "
+            "the loss tensor (or a dict or object with a tensor `loss`), before backward().")
+    if loss.numel() != 1:
+        raise GraphcheckError(
+            f"The training step {name} returned a loss of shape {tuple(loss.shape)}, not a scalar. "
+            "Reduce it (for example with `.mean()`) so that `loss.backward()` works.")
+    return loss

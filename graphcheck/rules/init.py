@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import networkx as nx
-import torch
 
 from graphcheck.analysis.gradient_flow import analyse
 from graphcheck.analysis.signal import bypassed, is_normalisation, node_activation
@@ -16,6 +15,9 @@ from graphcheck.finding import Finding, Location, Severity, fmt, name_list
 from graphcheck.model_graph import LOSS, ModelGraph
 from graphcheck.ops import RIGHT_OPERAND, SATURATING, is_relu_like
 from graphcheck.registry import Rule, register
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _is_constant(tensor: torch.Tensor) -> bool:
