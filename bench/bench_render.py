@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from graphcheck.check import check  # noqa: E402
+from graphcheck.checker import check  # noqa: E402
 from graphcheck.drawing import plan, render_one  # noqa: E402
 
 

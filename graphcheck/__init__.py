@@ -11,6 +11,6 @@ __all__ = ["check", "Finding", "GraphcheckError", "Location", "Report", "Severit
 def __getattr__(name: str):
     """``graphcheck.check`` imports torch: loaded on first use, so the CLI starts fast."""
     if name == "check":
-        from graphcheck.check import check
+        from graphcheck.checker import check
         return check
     raise AttributeError(f"module 'graphcheck' has no attribute {name!r}")

@@ -67,7 +67,7 @@ def cli() -> None:
 
 def _run_all(runs, report, status, config, frontend, meta, verify, debug) -> None:
     """Analyse every target (user code runs here: its output is held back)."""
-    from graphcheck.check import check
+    from graphcheck.checker import check
     for target, label, inputs, options in runs:
         result = check(target, inputs or None, rule_options=config.rules, frontends=frontend or FRONTENDS,
                        name=label, meta=meta, progress=status, **options)

@@ -21,7 +21,7 @@ from graphcheck.reporters import format_report
 def run_graphcheck(model_or_target: Any, inputs=None, *, loss=None, step=None, fail_on: str = "error",
                    **options) -> TargetResult:
     """Analyse the model; fail the running test (with the text report) on findings at or above ``fail_on``."""
-    from graphcheck.check import check   # torch is imported by the tests that use graphcheck, not by every session
+    from graphcheck.checker import check   # torch is imported by the tests that use graphcheck, not by every session
     result = check(model_or_target, inputs, loss=loss, step=step, **options)
     if result.status == "error":
         pytest.fail(f"graphcheck could not analyse the model: {result.error}", pytrace=False)

@@ -137,12 +137,31 @@ def module_stack(model: torch.nn.Module):
             handle.remove()
 
 
+@contextlib.contextmanager
 def swapped_parameters(model: torch.nn.Module, tensors: dict[str, torch.Tensor]):
-    """Run ``model`` with ``tensors`` in place of its parameters and buffers (restored on exit).
+    """Run ``model`` with ``tensors`` in place of its parameters and buffers (by qualified name).
 
-    Names missing from ``tensors`` keep the module's own; tied weights stay tied.
+    The module registries are set directly and put back in ``finally``, whatever forward
+    raised: a submodule registered under two names (shared layers, tied weights) is one
+    object and gets one tensor. Names missing from ``tensors`` keep the module's own.
     """
-    return torch.nn.utils.stateless._reparametrize_module(model, tensors, tie_weights=True, strict=False)
+    saved: list[tuple[dict, str, Any]] = []
+    try:
+        for name, tensor in tensors.items():
+            owner_name, _, attribute = name.rpartition(".")
+            try:
+                owner = model.get_submodule(owner_name) if owner_name else model
+            except AttributeError:
+                continue
+            for registry in (owner._parameters, owner._buffers):
+                if attribute in registry:
+                    saved.append((registry, attribute, registry[attribute]))
+                    registry[attribute] = tensor
+                    break
+        yield model
+    finally:
+        for registry, attribute, original in reversed(saved):
+            registry[attribute] = original
 
 
 class _ModuleState:

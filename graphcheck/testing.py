@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphcheck.check import check
+from graphcheck.checker import check
 from graphcheck.finding import Severity
 from graphcheck.report import Report, TargetResult
 from graphcheck.reporters import format_report

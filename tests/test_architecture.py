@@ -19,7 +19,7 @@ LAYERS = [
     ("graphcheck.registry", "graphcheck.report", "graphcheck.docs"),
     ("graphcheck.rules", "graphcheck.frontends", "graphcheck.verify", "graphcheck.loader", "graphcheck.config",
      "graphcheck.suppressions"),
-    ("graphcheck.check", "graphcheck.reporters", "graphcheck.drawing", "graphcheck.progress"),
+    ("graphcheck.checker", "graphcheck.reporters", "graphcheck.drawing", "graphcheck.progress"),
     ("graphcheck.cli", "graphcheck.quiet", "graphcheck.testing", "graphcheck.pytest_plugin", "graphcheck.__main__", "graphcheck"),
 ]
 

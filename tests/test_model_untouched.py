@@ -14,6 +14,7 @@ import graphcheck
 from graphcheck.cli import cli
 from graphcheck.frontends import FRONTENDS
 from tests.fixture_files import FIXTURES, load_module
+from tests.oracle import real_no_grad
 
 STATEFUL = FIXTURES / "regressions" / "stateful-forward" / "good.py"
 
@@ -120,3 +121,34 @@ def test_prints_reach_stderr_in_a_real_process_and_output_file_is_clean(tmp_path
     assert process.returncode == 0, process.stderr
     json.loads(out.read_text())
     assert "building the model" in process.stderr      # --debug shows what the target printed
+
+
+def test_custom_autograd_function_is_one_op_with_autograds_edges():
+    """A hand-written checkpoint Function: no finding, as autograd says (fx/export hand it over)."""
+    module = load_module(FIXTURES / "regressions" / "custom-autograd-function" / "good.py")
+    model, inputs = module.build_model()
+    result = graphcheck.check(model, inputs, loss=module.loss)
+    assert result.status == "ok", result.error
+    assert result.frontend == "autograd"
+    assert result.findings == [] and real_no_grad(model, inputs, module.loss) == set()
+
+
+class _SharedAndBroken(torch.nn.Module):
+    """One Linear registered under two names, and a forward that fails (a shape bug)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+        self.alias = torch.nn.Sequential(*self.stem[1:])
+        self.bias = torch.nn.Parameter(torch.zeros(5))
+
+    def forward(self, x):
+        return self.alias(self.stem[0](x)) + self.bias
+
+
+def test_a_failing_model_with_shared_modules_gets_its_own_error_and_keeps_its_weights():
+    model = _SharedAndBroken()
+    result = graphcheck.check(model, (torch.randn(2, 8),))
+    assert result.status == "error"
+    assert "fails on the example inputs" in result.error and "size of tensor" in result.error
+    assert {p.device.type for p in model.parameters()} == {"cpu"}

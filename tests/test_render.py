@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from graphcheck.check import check
+from graphcheck.checker import check
 from graphcheck.cli import cli
 from graphcheck.finding import Finding, Severity
 from graphcheck.drawing import FAMILIES, OTHER_FAMILY, dot_source, family_of, plan, render, render_results

@@ -62,6 +62,15 @@ class GradTracker:
                 self._owner[(id(key[0]), key[1])] = node_id
                 self._alive.append(key[0])
 
+    def only_packs(self, value: Any) -> bool:
+        """A container of tensors that earlier nodes produced (``Outputs(logits, aux)``, a dict built in
+        forward): it packs them, and each field keeps its own producer, so a loss that reads one
+        field does not reach the others."""
+        if isinstance(value, torch.Tensor):
+            return False
+        keys = [self._key(t) for t in tensors_in(value)]
+        return bool(keys) and all(k is not None and (id(k[0]), k[1]) in self._owner for k in keys)
+
     def upstream(self, value: Any) -> set[str]:
         found: set[str] = set()
         stack = [self._key(t) for t in tensors_in(value)]
@@ -152,7 +161,8 @@ class GraphBuilder:
                     self.graph.edges[source, node_id]["grad"] = True
                 else:
                     self.graph.add_edge(source, node_id, data=False, grad=True)
-        self.tracker.register(node_id, value)
+        if not self.tracker.only_packs(value):
+            self.tracker.register(node_id, value)
         return node_id
 
     def finish(self, outputs: Any, output_sources: list[str | None],

@@ -11,7 +11,7 @@ from torch.utils import _pytree as pytree
 from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.interpreter import GraphInterpreter, match_sources, run_interpreter
 from graphcheck.frontends.naming import ParamTable
-from graphcheck.frontends.patches import inference_mode_as_no_grad
+from graphcheck.frontends.patches import custom_autograd_functions, inference_mode_as_no_grad, refuse_custom_functions
 from graphcheck.running import inputs_on
 
 
@@ -27,6 +27,7 @@ def _export(model: torch.nn.Module, inputs: tuple, kwargs: dict, table: ParamTab
                 logger.setLevel(logging.CRITICAL)
             warnings.simplefilter("ignore")
             restore.enter_context(inference_mode_as_no_grad())
+            restore.enter_context(custom_autograd_functions(refuse_custom_functions))
             device = "meta" if not table.real else "cpu"
             return torch.export.export(model, inputs_on(tuple(inputs), device),
                                        kwargs=inputs_on(kwargs, device) or None, strict=False)

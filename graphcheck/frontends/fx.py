@@ -10,7 +10,8 @@ import torch.fx as fx
 from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.interpreter import GraphInterpreter, match_sources, output_sources, run_interpreter
 from graphcheck.frontends.naming import ParamTable
-from graphcheck.frontends.patches import inference_mode_as_no_grad, set_grad_enabled_op
+from graphcheck.frontends.patches import (custom_autograd_functions, inference_mode_as_no_grad, refuse_custom_functions,
+                                         set_grad_enabled_op)
 from graphcheck.running import inputs_on, preserved, swapped_parameters
 
 
@@ -55,7 +56,8 @@ def _symbolic_trace(model: torch.nn.Module, concrete_args: dict | None) -> tuple
         # Tracing runs forward with Proxies: an attribute forward assigns (``self.mask = ...``)
         # would keep one, and the GraphModule would copy it as a constant. Restore first.
         with preserved(model):
-            graph = GradModeTracer().trace(model, concrete_args=concrete_args)
+            with custom_autograd_functions(refuse_custom_functions):
+                graph = GradModeTracer().trace(model, concrete_args=concrete_args)
         return fx.GraphModule(model, graph), graph
     except Exception as exc:
         raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {first_line(exc)}",

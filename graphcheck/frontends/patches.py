@@ -79,3 +79,41 @@ def reentrant_checkpoint_semantics():
         yield
     finally:
         checkpoint_module.CheckpointFunction.apply = original
+
+
+class CustomFunctionInTrace(Exception):
+    """A user-defined ``torch.autograd.Function``: its backward is its own, which a traced graph cannot show."""
+
+
+def _is_user_function(cls: type) -> bool:
+    return not (cls.__module__ or "").startswith("torch")
+
+
+@contextlib.contextmanager
+def custom_autograd_functions(handle):
+    """Route every ``apply`` of a user-defined ``torch.autograd.Function`` to ``handle(cls, apply, args, kwargs)``.
+
+    ``apply(cls, *args, **kwargs)`` runs the function for real. torch's own functions (and the
+    reentrant checkpoint, handled above) are left alone.
+    """
+    function_class = torch.autograd.function.Function
+    original = function_class.__dict__["apply"]
+    apply = original.__func__
+
+    def patched(cls, *args, **kwargs):
+        if _is_user_function(cls):
+            return handle(cls, apply, args, kwargs)
+        return apply(cls, *args, **kwargs)
+
+    function_class.apply = classmethod(patched)
+    try:
+        yield
+    finally:
+        function_class.apply = original
+
+
+def refuse_custom_functions(cls, apply, args, kwargs):
+    """For the tracers: a user-defined autograd.Function hands the model to the recorded pass."""
+    raise CustomFunctionInTrace(
+        f"`{cls.__name__}` is a custom torch.autograd.Function; its gradient is defined by its own "
+        "backward, which a traced graph does not show")

@@ -11,6 +11,7 @@ from torch.utils import _pytree as pytree
 from graphcheck.errors import GraphcheckError
 from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.naming import ParamTable
+from graphcheck.frontends.patches import custom_autograd_functions
 from graphcheck.running import batch_of, inputs_on, loss_in, module_stack, op_name, swapped_parameters, tensors_in
 from graphcheck.sources import calling_the_model, location_here, short_location
 
@@ -28,6 +29,7 @@ class _Recorder(TorchFunctionMode):
         self.alive: list[Any] = []
         self.counter = 0
         self.region: str | None = None
+        self.inside_function = 0      # > 0 while a custom autograd.Function runs (one op)
 
     def source_of(self, value: Any) -> str | None:
         if isinstance(value, torch.Tensor):
@@ -42,8 +44,32 @@ class _Recorder(TorchFunctionMode):
                 self.producer[id(leaf)] = node_id
                 self.alive.append(leaf)
 
+    def record_function(self, cls, apply, args, kwargs):
+        """A custom ``torch.autograd.Function``: one op, whose gradient edges autograd itself gives.
+
+        Its forward runs under no_grad by design (a hand-written checkpoint recomputes in
+        backward), so the ops inside are not the model's gradient structure.
+        """
+        self.inside_function += 1
+        try:
+            value = apply(cls, *args, **kwargs)
+        finally:
+            self.inside_function -= 1
+        leaves = pytree.tree_leaves((args, kwargs))
+        inputs = [s for s in (self.source_of(leaf) for leaf in leaves) if s is not None]
+        self.counter += 1
+        node_id = f"{cls.__name__}_{self.counter}"
+        module_path, module_type = self.module_stack[-1] if self.module_stack else ("", "")
+        self.builder.add(node_id, kind="op", target=cls.__name__, value=value, inputs=inputs,
+                         module=module_path, module_type=module_type, location=location_here(),
+                         extra={"scalars": [], "custom_function": True})
+        self.register_value(node_id, value)
+        return value
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.inside_function:
+            return func(*args, **kwargs)
         name = op_name(func)
         is_attribute = getattr(func, "__name__", "") == "__get__"
         if is_attribute and name not in self._ATTRIBUTES:
@@ -96,7 +122,7 @@ def _record(model, inputs, tensors, builder: GraphBuilder, stack, loss_fn, devic
         recorder.register_value(node_id, tensor)
     try:
         with swapped_parameters(model, tensors), torch.enable_grad(), torch.device(device):
-            with recorder, calling_the_model():
+            with recorder, calling_the_model(), custom_autograd_functions(recorder.record_function):
                 if step is None:
                     outputs = model(*args, **kwargs)
                 else:
