@@ -18,6 +18,7 @@ v with respect to u; taken from the real autograd graph of the traced pass).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -36,7 +37,13 @@ class ParamInfo:
     requires_grad: bool
     module: str
     aliases: list[str] = field(default_factory=list)
-    location: Location | None = None   # where the owning module is assigned in __init__
+    # Finds where the owning module is assigned in __init__; asked only for a parameter a
+    # finding names (reading class sources costs real time on a large model).
+    locate: Callable[[], Location | None] | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def location(self) -> Location | None:
+        return self.locate() if self.locate is not None else None
 
     @property
     def node(self) -> str:
@@ -115,7 +122,13 @@ class ModelGraph:
         return f"{module}.{target}" if module else target
 
     def location_of(self, node_id: str) -> Location | None:
-        return self.graph.nodes[node_id].get("location")
+        """The source line of a node; for a parameter, where its module is assigned in ``__init__``."""
+        data = self.graph.nodes[node_id]
+        location = data.get("location")
+        if location is None and data.get("kind") == "parameter":
+            info = self.parameters.get(data.get("param"))
+            location = info.location if info is not None else None
+        return location
 
     def counts(self) -> dict:
         total = len(self.parameters)

@@ -8,6 +8,7 @@ import functools
 import inspect
 import os
 import re
+import sys
 import traceback
 from typing import Iterable
 
@@ -88,7 +89,7 @@ _STACK_BASE: contextvars.ContextVar[int] = contextvars.ContextVar("stack_base", 
 @contextlib.contextmanager
 def calling_the_model():
     """Mark the frame that calls the model: frames above it (the CLI, pytest) are never a location."""
-    token = _STACK_BASE.set(len(traceback.extract_stack()) - 2)   # the caller's frame, inside `with`
+    token = _STACK_BASE.set(len(_stack()) - 2)   # the caller's frame, inside `with`
     try:
         yield
     finally:
@@ -97,8 +98,19 @@ def calling_the_model():
 
 def location_here() -> Location | None:
     """Source line of the op running now (under ``calling_the_model``)."""
-    frames = traceback.extract_stack()[_STACK_BASE.get():]
-    return location_from_frames((f.filename, f.lineno) for f in frames)
+    return location_from_frames(_stack()[_STACK_BASE.get():])
+
+
+def _stack() -> list[tuple[str, int]]:
+    """(file, line) of every frame of the caller's stack, outermost first (like traceback.extract_stack,
+    without reading source lines: this runs once per recorded op)."""
+    frame = sys._getframe(1)
+    frames = []
+    while frame is not None:
+        frames.append((frame.f_code.co_filename, frame.f_lineno))
+        frame = frame.f_back
+    frames.reverse()
+    return frames
 
 
 

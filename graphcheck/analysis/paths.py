@@ -21,11 +21,11 @@ def readable_path(mg: ModelGraph, path: list[str]) -> list[str]:
 def location_on_path(mg: ModelGraph, path: list[str], index: int) -> Location | None:
     """Source line of path[index], or of the closest op before it that has one."""
     for position in range(index, -1, -1):
-        location = mg.graph.nodes[path[position]].get("location")
+        location = mg.location_of(path[position])
         if location is not None:
             return location
     for position in range(index + 1, len(path)):
-        location = mg.graph.nodes[path[position]].get("location")
+        location = mg.location_of(path[position])
         if location is not None:
             return location
     return None
@@ -33,7 +33,7 @@ def location_on_path(mg: ModelGraph, path: list[str], index: int) -> Location | 
 
 def first_location(graph: ModelGraph, nodes: Iterable[str]) -> Location | None:
     for node in nodes:
-        location = graph.graph.nodes[node].get("location")
+        location = graph.location_of(node)
         if location is not None:
             return location
     return None

@@ -134,7 +134,7 @@ class GraphBuilder:
             info = self.table.canonical[canonical]
             tensor = self.execution.params[canonical]
             self.graph.add_node(node_id, kind="parameter", param=canonical, target=canonical,
-                                module=info.module, module_type="", location=info.location,
+                                module=info.module, module_type="", location=None,
                                 **tensor_meta(tensor), grad_enabled=True)
             self.tracker.register(node_id, tensor)
         return node_id

@@ -56,11 +56,42 @@ def _silent(message: str) -> None:
     pass
 
 
+# (model class, frontend) pairs whose tracer failed in this process: a class that symbolic_trace
+# cannot trace fails again, so the next target of that class does not pay for it.
+_CANNOT_TRACE: set[tuple[type, str]] = set()
+
+
+def _holds_transformers(model) -> bool:
+    return any(type(m).__module__.startswith("transformers.") for m in model.modules())
+
+
+def _order(model, frontends: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The frontends to try, cheapest first, and a note for each one skipped.
+
+    With the default order (not ``--frontend``), a tracer known to fail is skipped: torch.fx
+    on transformers models (its symbolic tracing fails on every 5.x model) and on classes it
+    already failed on in this run. After fx, the recorded pass comes before torch.export: it
+    sees the same ops and autograd edges, and where fx cannot trace a model export costs
+    several times a forward pass; export stays as the fallback when the recorded pass fails.
+    """
+    if frontends != FRONTENDS:
+        return list(frontends), []
+    order, skipped = [], []
+    for frontend in ("fx", "autograd", "export"):
+        if (type(model), frontend) in _CANNOT_TRACE:
+            skipped.append(f"{frontend} frontend skipped: it failed on {type(model).__name__} earlier in this run")
+        elif frontend == "fx" and _holds_transformers(model):
+            skipped.append("fx frontend skipped: torch.fx cannot trace transformers models")
+        else:
+            order.append(frontend)
+    return order, skipped
+
+
 def _build_graph(model, inputs, kwargs, loss_fn, step, mode, frontends, target, progress) -> ModelGraph:
     table = ParamTable(model)
     devices = ["meta", "cpu"] if table.real else ["meta"]
     failures: list[tuple[str, str, FrontendError]] = []
-    skipped: list[str] = []
+    frontends, skipped = _order(model, tuple(frontends))
     for frontend in frontends:
         if frontend not in _FRONTEND_FUNCTIONS:
             raise GraphcheckError(f"Unknown frontend {frontend!r}; choose from {', '.join(FRONTENDS)}.")
@@ -77,6 +108,8 @@ def _build_graph(model, inputs, kwargs, loss_fn, step, mode, frontends, target, 
                                                             kwargs=kwargs, step=step)
             except FrontendError as exc:
                 failures.append((frontend, device, exc))
+                if exc.kind == "trace":
+                    _CANNOT_TRACE.add((type(model), frontend))
                 if exc.kind in ("trace", "inputs"):
                     break   # running on another device would not help
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,7 @@ class ParamTable:
         tensors, self.alias = canonical_parameters(model)
         self.canonical: dict[str, ParamInfo] = {
             name: ParamInfo(name=name, shape=tuple(param.shape), requires_grad=param.requires_grad,
-                            module=name.rpartition(".")[0], location=assignment_location(model, name))
+                            module=name.rpartition(".")[0], locate=functools.partial(assignment_location, model, name))
             for name, param in tensors.items()}
         for name, first in self.alias.items():
             if name != first:
