@@ -227,3 +227,5 @@ RESHAPE = frozenset({"view", "reshape", "_unsafe_view", "flatten", "unflatten", 
 BATCHED_MATMUL = frozenset({"matmul", "__matmul__", "bmm", "mm"})
 # Basic indexing; the frontends describe their bounds in the ``index`` attribute.
 INDEXING = frozenset({"getitem", "__getitem__", "slice", "select", "narrow"})
+# Ops that cut a tensor into consecutive pieces along one dimension (a tuple of views).
+SPLITS = frozenset({"split", "split_with_sizes", "chunk", "tensor_split", "split_copy", "unsafe_split"})

@@ -19,7 +19,7 @@ import networkx as nx
 
 from graphcheck.model_graph import LOSS, ModelGraph
 from graphcheck.ops import (AFFINE_MODULES, BATCHED_MATMUL, CONCATENATE, INDEXING, POSITIONWISE, REARRANGE, RESHAPE,
-                            VIEWS, is_in_place)
+                            SPLITS, VIEWS, is_in_place)
 
 
 @dataclass
@@ -172,6 +172,9 @@ def _transfer(graph, node: str, user: str, state: _Tracked):
         if out_dim is None:
             return set().union(*kept)
         return _Tracked(out_dim, kept) if out_dim < len(shape) and shape[out_dim] == len(kept) else None
+    if target in SPLITS and args[0] == node:
+        # The pieces are told apart by the indexing after it (``index`` relative to the input).
+        return _Tracked(state.dim, state.labels)
     if target in POSITIONWISE or (data.get("module_call") and target in POSITIONWISE):
         dim = state.dim + len(shape) - len(before)
         return _Tracked(dim, state.labels) if 0 <= dim < len(shape) and shape[dim] == n else None

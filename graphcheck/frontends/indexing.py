@@ -28,7 +28,8 @@ def _getitem(shape: tuple, key: Any) -> list | None:
     if Ellipsis in keys:
         at = keys.index(Ellipsis)
         keys[at:at + 1] = [slice(None)] * (len(shape) - consuming)
-    keys += [slice(None)] * (len(shape) - consuming)
+    else:
+        keys += [slice(None)] * (len(shape) - consuming)
     entries, in_dim, out_dim = [], 0, 0
     for k in keys:
         if k is None:
@@ -82,3 +83,24 @@ def describe_index(name: str, args: tuple, kwargs: dict) -> list | None:
 def bool_flags(args: tuple, kwargs: dict) -> list[bool]:
     """Literal booleans among the arguments, in order (``dropout(x, p, training)``)."""
     return [a for a in list(args) + list(kwargs.values()) if isinstance(a, bool)]
+
+
+def describe_piece(base_shape: tuple, pieces: Any, position: Any) -> list | None:
+    """The ``index`` of ``split(x, ...)[i]`` / ``chunk(x, ...)[i]`` relative to ``x``: the pieces
+    tile one dimension of ``x`` in order."""
+    if not isinstance(pieces, (tuple, list)) or not isinstance(position, int) or isinstance(position, bool) \
+            or not all(isinstance(p, torch.Tensor) and p.dim() == len(base_shape) for p in pieces) \
+            or not -len(pieces) <= position < len(pieces):
+        return None
+    base_shape = tuple(int(s) for s in base_shape)
+    differing = {d for p in pieces for d in range(len(base_shape)) if int(p.shape[d]) != base_shape[d]}
+    if len(differing) > 1:
+        return None
+    dim = differing.pop() if differing else 0
+    sizes = [int(p.shape[dim]) for p in pieces]
+    if sum(sizes) != base_shape[dim]:
+        return None
+    position %= len(pieces)
+    start = sum(sizes[:position])
+    return [(d, start, start + sizes[position], 1) if d == dim else _full(size, d)
+            for d, size in enumerate(base_shape)]

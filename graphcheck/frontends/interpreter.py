@@ -11,8 +11,9 @@ from torch.utils import _pytree as pytree
 
 from graphcheck.errors import GraphcheckError
 from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
-from graphcheck.frontends.indexing import bool_flags, describe_index
+from graphcheck.frontends.indexing import bool_flags, describe_index, describe_piece
 from graphcheck.frontends.patches import set_grad_enabled_op
+from graphcheck.ops import SPLITS
 from graphcheck.running import inputs_on, op_name, tensors_in
 from graphcheck.sources import location_from_stack_trace
 
@@ -143,6 +144,11 @@ class GraphInterpreter(fx.Interpreter):
             extra["flags"] = bool_flags(arg_values, kwarg_values)
             if (index := describe_index(target, arg_values, kwarg_values)) is not None:
                 extra["index"] = index
+            elif target == "getitem" and (split := node.args[0]) and isinstance(split, fx.Node) \
+                    and op_name(split.target) in SPLITS and split.args and isinstance(split.args[0], fx.Node):
+                base = self.env.get(split.args[0])
+                if isinstance(base, torch.Tensor) and (index := describe_piece(base.shape, *arg_values[:2])):
+                    extra["index"] = index
         extra["scalars"] = extra.pop("scalars_of_module", None) or extra["scalars"]
         location = location_from_stack_trace(node.stack_trace or node.meta.get("stack_trace"))
         self.ids[node] = builder.add(node_id, kind="op", target=target, value=value, inputs=inputs,
