@@ -158,7 +158,7 @@ def test_gc1xx_equals_autograd(name, frontend):
     assert result.status == "ok", result.error
     if frontend == "autograd" and name.endswith(("chunk_first", "split_last")) and "mixing" not in name:
         # Documented limitation: the recorded pass sees one node for all pieces of a split.
-        assert result.parameters_without_gradient() < truth
+        assert result.parameters_without_gradient() <= truth
         return
     assert result.parameters_without_gradient() == truth
     # A zero gradient is still a gradient: the parameters are read and .grad is not None (GC104).

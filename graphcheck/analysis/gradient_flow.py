@@ -242,8 +242,22 @@ def _zero_verdict(mg, name, node, grad_view, values: _ZeroValues, staying_zero) 
         if values.gradient_is_zero(u, v):
             data = mg.graph.nodes[v]
             target = data.get("target", "")
+            dropped = values.dropped.get((u, v))
+            if dropped is not None and dropped.by is not None:
+                by = dropped.by
+                reason = (f"`{mg.describe(by)}` keeps none of the positions it fills in "
+                          f"`{mg.describe(v)}`, so the gradient sent back to them is all zeros")
+                return Verdict(name, "zero", cause=by, path=path, reason=reason,
+                               location=mg.location_of(by) or location_on_path(mg, path, path.index(v)))
             if target in ZERO_DERIVATIVE_OPS:
                 reason = f"`{target}` has a zero derivative almost everywhere"
+            elif data.get("empty"):
+                reason = f"`{mg.describe(v)}` is empty, so the gradient through it is empty (all zeros)"
+            elif _drops_everything(data):
+                reason = f"`{mg.describe(v)}` drops every element (p=1 in training mode)"
+            elif _normalisation(mg.graph, data) is not None:
+                reason = (f"`{mg.describe(v)}` normalises an identically zero tensor to zero, so its "
+                          "weight's gradient (a sum of gradient times normalised input) is zero")
             elif v in values.dead_units:
                 reason = (f"`{mg.describe(v)}` is inactive for every unit and every input with the "
                           "initial weights (a dead ReLU layer), so no gradient passes it")
