@@ -178,3 +178,54 @@ def activation_kind(target: str, module_type: str = "", scalars=()) -> str | Non
     if name in SATURATING or name in RELU_FAMILY:
         return name
     return None
+
+
+def is_in_place(target: str) -> bool:
+    """Ops that write into their input tensor (``add_``, ``x[i] = y``, ``copy_``)."""
+    return (target.endswith("_") and not target.endswith("__")) or target.startswith("__i") \
+        or target in ("setitem", "__setitem__", "index_put", "copy")
+
+
+# Dropout: all zeros in training mode with p == 1 (probability first among the numbers).
+DROPOUT = frozenset({"dropout", "dropout_", "alpha_dropout", "feature_alpha_dropout", "dropout1d",
+                     "dropout2d", "dropout3d", "native_dropout", "Dropout", "Dropout1d", "Dropout2d",
+                     "Dropout3d"})
+
+
+# Normalisation with an affine part, normalise(x) * weight + bias: a zero input normalises to
+# zero, so the weight's gradient (a sum of grad * normalised input) is zero while the bias trains.
+# Tensor operands in the order x, weight, bias (module calls list the module's weight, bias).
+AFFINE_NORM_FUNCTIONS = frozenset({"layer_norm", "native_layer_norm", "group_norm", "native_group_norm",
+                                   "rms_norm"})
+AFFINE_NORM_MODULES = frozenset({"LayerNorm", "GroupNorm", "RMSNorm"})
+# Batch normalisation normalises a zero input to zero only with batch statistics (training):
+# in eval mode it subtracts the running mean. The first boolean argument says which.
+BATCH_NORM_FUNCTIONS = frozenset({"batch_norm", "_native_batch_norm_legit_functional",
+                                  "_native_batch_norm_legit", "native_batch_norm"})
+BATCH_NORM_MODULES = frozenset({"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm"})
+
+
+# Ops that act on each position on its own (unary maps, broadcasting arithmetic, casts): a
+# position of one dimension of an operand only meets the same position of the result.
+POSITIONWISE = frozenset({
+    "relu", "relu_", "relu6", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "hardtanh", "elu", "selu",
+    "celu", "mish", "hardswish", "hardsigmoid", "softplus", "softsign", "logsigmoid", "exp", "log", "abs",
+    "neg", "__neg__", "sqrt", "rsqrt", "pow", "__pow__", "square", "sin", "cos", "erf", "clamp", "clip",
+    "add", "__add__", "__radd__", "sub", "__sub__", "__rsub__", "rsub", "mul", "__mul__", "__rmul__",
+    "div", "truediv", "__truediv__", "__rtruediv__", "where", "masked_fill", "maximum", "minimum",
+    "dropout", "contiguous", "clone", "to", "float", "half", "double", "bfloat16", "type_as", "_to_copy",
+    "alias", "lift_fresh_copy", "detach", "ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Tanh", "Sigmoid",
+    "ELU", "Mish", "Hardswish", "Softplus", "Dropout", "Identity",
+})
+# Ops that rearrange dimensions without mixing positions along any of them.
+REARRANGE = frozenset({"transpose", "permute", "t", "unsqueeze", "squeeze", "expand", "expand_as",
+                       "movedim", "swapaxes"})
+# Reshapes: a dimension survives when the sizes before it multiply to the same number.
+RESHAPE = frozenset({"view", "reshape", "_unsafe_view", "flatten", "unflatten", "view_as", "reshape_as"})
+# Matrix products over batch dimensions: rows of the left operand and columns of the right one
+# stay apart, as do the batch dimensions; the contracted dimension mixes.
+BATCHED_MATMUL = frozenset({"matmul", "__matmul__", "bmm", "mm"})
+# Basic indexing; the frontends describe their bounds in the ``index`` attribute.
+INDEXING = frozenset({"getitem", "__getitem__", "slice", "select", "narrow"})
+# Ops that cut a tensor into consecutive pieces along one dimension (a tuple of views).
+SPLITS = frozenset({"split", "split_with_sizes", "chunk", "tensor_split", "split_copy", "unsafe_split"})

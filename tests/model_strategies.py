@@ -24,18 +24,22 @@ B, D, VOCAB = 4, 8, 10
 
 PARAM_OPS = ("linear", "conv", "layernorm", "pmatmul", "embed_ids", "argmax_embed", "zero_last", "zero_pair")
 FREE_UNARY = ("act", "index", "reuse_weight")
-BINARY = ("add", "mul", "cat", "matmul", "where", "masked_fill", "stack", "scale_item", "gather_argmax")
+BINARY = ("add", "mul", "cat", "matmul", "where", "masked_fill", "stack", "scale_item", "gather_argmax",
+          "sub", "cat_first_half", "cat_second_half", "stack_select", "stack_narrow")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
 # Hazards on an edge: they turn the operand expression into another expression.
 EDGE_HAZARDS = ("detach", "data", "round", "compare", "sign", "floor", "long_cast", "new_leaf")
 # Hazards that make the operand all zeros; only used as the second addend of an add.
 ZERO_HAZARDS = ("times_zero", "zeros_like", "inplace_zero", "new_zeros", "times_zeros_constant",
-                "times_zero_tensor")
-# Patterns of a known limitation (a slice that drops one operand of a cat: the dropped operand's
-# gradient is zero, which graphcheck does not see; docs/limitations.md): generated only with
-# ``open_bugs=True``, where --verify must catch the disagreement.
+                "times_zero_tensor", "dropout_all", "empty_slice")
+# Zeros that flow into a layer rather than into an addend: a Linear, a LayerNorm, a product
+# (their weights get an identically zero gradient, their biases still train).
+ZERO_INPUT_OPS = ("linear", "layernorm", "pmatmul")
+# Patterns of known limitations (docs/limitations.md): algebraic cancellation (``h - h``) and
+# ``where`` on a constant condition; generated only with ``open_bugs=True``, where --verify
+# must catch the disagreement.
 OPEN_BUG_ZERO_HAZARDS: tuple = ()
-OPEN_BUG_BINARY = ("cat_first_half",)
+OPEN_BUG_BINARY = ("self_subtract", "where_never")
 
 
 @dataclass
@@ -47,6 +51,7 @@ class Node:
     columns: list[int] = field(default_factory=list)
     no_grad: bool = False
     grad_switch: str = "torch.no_grad()"
+    zero_input: bool = False             # the first operand is multiplied by 0.0 first
 
 
 @dataclass
@@ -79,7 +84,7 @@ def _hazard(expr: str, hazard: str | None) -> str:
         # constant is exactly zero, a value accident no static analysis can know about.
         "round": f"torch.round({expr} * 4 + x)",
         "compare": f"({expr} > x.flip(-1)).float()",
-        "sign": f"torch.sign({expr} - x.flip(-1))",
+        "sign": f"torch.sign({expr} - x.flip(-1) * 0.5)",   # x - x.flip(-1) sums to zero
         "floor": f"torch.floor({expr} * 4 + x)",
         "long_cast": f"({expr} * 4 + x).long().float()",
         "new_leaf": f"{expr}.detach().requires_grad_()",
@@ -89,6 +94,8 @@ def _hazard(expr: str, hazard: str | None) -> str:
         "times_zeros_constant": f"({expr} * torch.zeros({D}))",
         "times_zero_tensor": f"({expr} * torch.tensor(0.0))",
         "new_zeros": f"{expr}.new_zeros({expr}.shape)",
+        "dropout_all": f"F.dropout({expr}, p=1.0)",
+        "empty_slice": f"torch.cat([{expr}[:, :0], {expr}.new_zeros({expr}.shape)], -1)",
     }[hazard]
 
 
@@ -117,6 +124,8 @@ def _modules(index: int, node: Node) -> list[tuple[str, str]]:
 def _expression(index: int, node: Node) -> str:
     args = [_hazard(_value(a), h) for a, h in zip(node.args, node.hazards)]
     op = node.op
+    if node.zero_input:
+        args[0] = f"({args[0]} * 0.0)"
     if op == "linear":
         return f"self.lin{index}({args[0]})"
     if op == "conv":
@@ -153,8 +162,20 @@ def _expression(index: int, node: Node) -> str:
         return f"{args[0]}.gather(1, {args[1]}.argsort(-1))"
     if op == "cat_first_half":
         return f"torch.cat([{args[0]}, {args[1]}], -1)[:, :{D}]"
+    if op == "cat_second_half":
+        return f"torch.tanh(torch.cat([{args[0]}, {args[1]}], -1)).narrow(1, {D}, {D})"
+    if op == "stack_select":
+        return f"(torch.stack([{args[0]}, {args[1]}], 1) * 2).select(1, 0)"
+    if op == "stack_narrow":
+        return f"torch.stack([{args[0]}, {args[1]}], 0).transpose(1, 2).narrow(0, 1, 1).squeeze(0).t()"
+    if op == "self_subtract":
+        return f"{args[0]} - {args[0]} + {args[1]}"
+    if op == "where_never":
+        return f"torch.where(x > 100, {args[0]}, {args[1]})"
     if op == "add":
         return f"{args[0]} + {args[1]}"
+    if op == "sub":
+        return f"{args[0]} - {args[1]}"
     if op == "mul":
         return f"{args[0]} * {args[1]}"
     if op == "cat":
@@ -239,9 +260,12 @@ def nodes(draw, count: int, open_bugs: bool = False) -> list[Node]:
         args = [available - 1 if draw(st.booleans()) else draw(st.integers(0, available - 1))
                 for _ in range(arity)]
         hazards = [draw(hazard) for _ in range(arity)]
-        if kind == "add" and draw(st.integers(0, 5)) == 0:
+        if kind == "sub" and args[0] == args[1]:
+            kind = "add"     # h - h cancels: an open limitation (self_subtract), drawn with open_bugs only
+        if kind in ("add", "sub") and draw(st.integers(0, 5)) == 0:
             hazards[1] = draw(st.sampled_from(ZERO_HAZARDS + (OPEN_BUG_ZERO_HAZARDS if open_bugs else ())))
-        node = Node(op=kind, args=args, hazards=hazards)
+        node = Node(op=kind, args=args, hazards=hazards,
+                    zero_input=kind in ZERO_INPUT_OPS and draw(st.integers(0, 5)) == 0)
         if kind == "act":
             node.activation = draw(st.sampled_from(ACTIVATIONS))
         if kind == "reuse_weight":

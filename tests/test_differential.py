@@ -100,7 +100,8 @@ def test_cli_gc1_equals_autograd(workdir, spec):
 @settings(PROFILE, max_examples=max(10, PROFILE.max_examples // 4))
 @given(spec=model_specs(open_bugs=True))
 def test_verify_catches_what_the_static_analysis_misses(workdir, spec):
-    """A slice that drops one operand of a cat is a known limitation (docs/limitations.md):
+    """Algebraic cancellation (`h - h`) and `where` on a never-true condition are known limitations
+    (docs/limitations.md):
     on models that may contain it, graphcheck either agrees with autograd or --verify says it
     does not (exit 2, both sets shown) - never a silent wrong answer."""
     path = _write(workdir, spec)

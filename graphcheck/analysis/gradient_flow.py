@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from graphcheck.analysis.index_ranges import dropped_operands, written_in_place
 from graphcheck.analysis.paths import location_on_path
 from graphcheck.analysis.probe import probe
 from graphcheck.analysis.signal import probe_nodes
 from graphcheck.finding import Location
 from graphcheck.model_graph import LOSS, ModelGraph
-from graphcheck.ops import (AFFINE_MODULES, BIAS_FIRST, BIAS_LAST, DETACHING_OPS, MULTIPLY, RELU_FAMILY, SUM_LIKE, VIEWS,
-                            ZERO_CREATORS, ZERO_DERIVATIVE_OPS, ZERO_PRESERVING)
+from graphcheck.ops import (AFFINE_MODULES, AFFINE_NORM_FUNCTIONS, AFFINE_NORM_MODULES, BATCH_NORM_FUNCTIONS,
+                            BATCH_NORM_MODULES, BIAS_FIRST, BIAS_LAST, DETACHING_OPS, DROPOUT, MULTIPLY, RELU_FAMILY,
+                            SUM_LIKE, ZERO_CREATORS, ZERO_DERIVATIVE_OPS, ZERO_PRESERVING)
 
 
 def _factors(data: dict) -> tuple[list[str], list[str]] | None:
@@ -54,31 +56,37 @@ class Verdict:
     edge: tuple[str, str] | None = None     # the edge a value crosses but a gradient does not (detached)
 
 
-def _in_place(target: str) -> bool:
-    return (target.endswith("_") and not target.endswith("__")) or target.startswith("__i") \
-        or target in ("setitem", "__setitem__", "index_put", "copy")
-
-
-def _written_in_place(graph: nx.DiGraph, node: str) -> bool:
-    """Whether forward writes into ``node``'s tensor, directly or through a view of it.
-
-    ``h = torch.zeros(n, 4); h[:, :2] = self.fc(x)``: ``h`` starts as zeros but is not zero.
-    """
-    stack, seen = [node], {node}
-    while stack:
-        current = stack.pop()
-        for user in graph.successors(current):
-            target = graph.nodes[user].get("target", "")
-            if _in_place(target):
-                return True
-            if target in VIEWS and user not in seen:
-                seen.add(user)
-                stack.append(user)
-    return False
-
-
 def _is_zero_literal(data: dict) -> bool:
     return any(s == 0 for s in data.get("scalars") or [])
+
+
+def _drops_everything(data: dict) -> bool:
+    """Dropout with p == 1 in training mode: its output and its input's gradient are all zeros."""
+    scalars, flags = data.get("scalars") or [], data.get("flags") or []
+    return data.get("target") in DROPOUT and scalars[:1] == [1] and (flags[:1] or [True])[0] is True
+
+
+def _normalisation(graph: nx.DiGraph, data: dict) -> tuple[str, str | None, list[str]] | None:
+    """(input, weight, bias and the other operands) of a normalisation whose zero input normalises
+    to zero (``normalise(x) * weight + bias``), else None.
+
+    Batch normalisation subtracts the running mean in eval mode: only with batch statistics
+    (its first boolean argument, or the module's training flag) does zero stay zero.
+    """
+    target, args, flags = data.get("target", ""), list(data.get("args") or []), data.get("flags") or []
+    module_call = bool(data.get("module_call"))
+    affine = target in AFFINE_NORM_MODULES if module_call else target in AFFINE_NORM_FUNCTIONS
+    batch = target in BATCH_NORM_MODULES if module_call else target in BATCH_NORM_FUNCTIONS
+    if not args or not (affine or (batch and flags[:1] == [True])):
+        return None
+    if module_call or not batch:
+        return args[0], (args[1] if len(args) > 1 else None), args[2:]
+    # Functional batch norm: the running statistics (buffers) sit before or after the weight and
+    # bias depending on the frontend; weight and bias keep their order.
+    affine_operands = [a for a in args[1:] if graph.nodes[a].get("kind") != "buffer"]
+    if len(affine_operands) == 2:
+        return args[0], affine_operands[0], affine_operands[1:]
+    return args[0], None, affine_operands
 
 
 class _ZeroValues:
@@ -88,16 +96,17 @@ class _ZeroValues:
         self.mg = mg
         graph = mg.graph
         self.dead_units = dead_units
+        self.dropped = dropped_operands(mg)
         self.zero: set[str] = {mg.parameters[p].node for p in zero_params} | set(dead_units)
         # Zero buffers and constants (a zero mask); not those forward writes to in place.
         for node, data in graph.nodes(data=True):
-            if data.get("all_zero") and not _written_in_place(graph, node):
+            if data.get("all_zero") and not written_in_place(graph, node):
                 self.zero.add(node)
         for node in nx.topological_sort(graph) if nx.is_directed_acyclic_graph(graph) else graph:
             data = graph.nodes[node]
             if data.get("kind") != "op" or not data.get("tensor"):
                 continue
-            if self._is_zero(node, data) and not _written_in_place(graph, node):
+            if self._is_zero(node, data) and not written_in_place(graph, node):
                 self.zero.add(node)
 
     def _is_zero(self, node: str, data: dict) -> bool:
@@ -108,6 +117,14 @@ class _ZeroValues:
             return True
         if target in ("full", "full_like", "new_full", "fill_") and data.get("scalars") in ([0], [0.0]):
             return True
+        if data.get("empty") or _drops_everything(data):
+            return True
+        norm = _normalisation(self.mg.graph, data)
+        if norm is not None:
+            source, weight, others = norm
+            # normalise(0) * weight + bias is the bias; a zero weight zeroes the product too.
+            return (source in self.zero or (weight is not None and weight in self.zero)) \
+                and all(a in self.zero for a in others)
         factors = _factors(data)
         if factors is not None:
             products, addends = factors
@@ -124,8 +141,12 @@ class _ZeroValues:
         """Whether the gradient flowing from ``node`` back to its input ``source`` is zero."""
         data = self.mg.graph.nodes[node]
         target = data.get("target", "")
-        if target in ZERO_DERIVATIVE_OPS or node in self.dead_units:
+        if target in ZERO_DERIVATIVE_OPS or node in self.dead_units or data.get("empty") \
+                or _drops_everything(data) or (source, node) in self.dropped:
             return True
+        norm = _normalisation(self.mg.graph, data)
+        if norm is not None:
+            return norm[1] == source and norm[0] in self.zero and norm[0] != source
         factors = _factors(data)
         if factors is None:
             return False
@@ -222,8 +243,22 @@ def _zero_verdict(mg, name, node, grad_view, values: _ZeroValues, staying_zero) 
         if values.gradient_is_zero(u, v):
             data = mg.graph.nodes[v]
             target = data.get("target", "")
+            dropped = values.dropped.get((u, v))
+            if dropped is not None and dropped.by is not None:
+                by = dropped.by
+                reason = (f"`{mg.describe(by)}` keeps none of the positions it fills in "
+                          f"`{mg.describe(v)}`, so the gradient sent back to them is all zeros")
+                return Verdict(name, "zero", cause=by, path=path, reason=reason,
+                               location=mg.location_of(by) or location_on_path(mg, path, path.index(v)))
             if target in ZERO_DERIVATIVE_OPS:
                 reason = f"`{target}` has a zero derivative almost everywhere"
+            elif data.get("empty"):
+                reason = f"`{mg.describe(v)}` is empty, so the gradient through it is empty (all zeros)"
+            elif _drops_everything(data):
+                reason = f"`{mg.describe(v)}` drops every element (p=1 in training mode)"
+            elif _normalisation(mg.graph, data) is not None:
+                reason = (f"`{mg.describe(v)}` normalises an identically zero tensor to zero, so its "
+                          "weight's gradient (a sum of gradient times normalised input) is zero")
             elif v in values.dead_units:
                 reason = (f"`{mg.describe(v)}` is inactive for every unit and every input with the "
                           "initial weights (a dead ReLU layer), so no gradient passes it")

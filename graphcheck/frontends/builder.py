@@ -113,6 +113,7 @@ def tensor_meta(value: Any) -> dict:
         "requires_grad": any(t.requires_grad for t in tensors),
         "tensor": True,
         "floating": first.is_floating_point() or first.is_complex(),
+        "empty": all(t.numel() == 0 for t in tensors),
     }
 
 

@@ -11,7 +11,9 @@ from torch.utils import _pytree as pytree
 
 from graphcheck.errors import GraphcheckError
 from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
+from graphcheck.frontends.indexing import bool_flags, describe_index, describe_piece
 from graphcheck.frontends.patches import set_grad_enabled_op
+from graphcheck.ops import SPLITS
 from graphcheck.running import inputs_on, op_name, tensors_in
 from graphcheck.sources import location_from_stack_trace
 
@@ -119,6 +121,9 @@ class GraphInterpreter(fx.Interpreter):
                 inputs.append(builder.param_node(name))
             target = module_type
             extra["module_call"] = True
+            extra["flags"] = [submodule.training]
+            if isinstance(getattr(submodule, "p", None), float):   # Dropout(p)
+                extra["scalars_of_module"] = [submodule.p]
         else:
             target = op_name(node.target)
             if node.target is getattr and len(node.args) > 1:   # x.data, x.T
@@ -134,6 +139,17 @@ class GraphInterpreter(fx.Interpreter):
             value = super().run_node(node)
         except Exception as exc:
             raise FrontendError(f"running {node.format_node()} failed: {type(exc).__name__}: {first_line(exc)}") from exc
+        if node.op != "call_module":
+            arg_values, kwarg_values = self.fetch_args_kwargs_from_env(node)
+            extra["flags"] = bool_flags(arg_values, kwarg_values)
+            if (index := describe_index(target, arg_values, kwarg_values)) is not None:
+                extra["index"] = index
+            elif target == "getitem" and (split := node.args[0]) and isinstance(split, fx.Node) \
+                    and op_name(split.target) in SPLITS and split.args and isinstance(split.args[0], fx.Node):
+                base = self.env.get(split.args[0])
+                if isinstance(base, torch.Tensor) and (index := describe_piece(base.shape, *arg_values[:2])):
+                    extra["index"] = index
+        extra["scalars"] = extra.pop("scalars_of_module", None) or extra["scalars"]
         location = location_from_stack_trace(node.stack_trace or node.meta.get("stack_trace"))
         self.ids[node] = builder.add(node_id, kind="op", target=target, value=value, inputs=inputs,
                                      module=module_path, module_type=module_type,

@@ -10,6 +10,7 @@ from torch.utils import _pytree as pytree
 
 from graphcheck.errors import GraphcheckError
 from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
+from graphcheck.frontends.indexing import bool_flags, describe_index
 from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import custom_autograd_functions
 from graphcheck.running import batch_of, inputs_on, loss_in, module_stack, op_name, swapped_parameters, tensors_in
@@ -87,7 +88,10 @@ class _Recorder(TorchFunctionMode):
         # In-place ops (x.add_(y), x[i] = y) give their input a new grad_fn: this op now owns it.
         mutated = [t for t in tensors_in((args, kwargs)) if before.get(id(t), t.grad_fn) is not t.grad_fn]
         recorded_value = value if tensors_in(value) or not mutated else mutated
-        extra = {"scalars": [a for a in leaves if isinstance(a, (int, float)) and not isinstance(a, bool)]}
+        extra = {"scalars": [a for a in leaves if isinstance(a, (int, float)) and not isinstance(a, bool)],
+                 "flags": bool_flags(args, kwargs)}
+        if (index := describe_index(name, args, kwargs)) is not None:
+            extra["index"] = index
         if torch.is_grad_enabled():
             self.region = None
         else:
