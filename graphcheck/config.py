@@ -16,7 +16,7 @@ else:  # pragma: no cover
 
 # Keys accepted in [tool.graphcheck]; each maps to the command-line option of the same name.
 KNOWN_KEYS = {
-    "select", "ignore", "fail-on", "format", "ignore-parameters", "eval", "loss",
+    "select", "ignore", "fail-on", "format", "ignore-parameters", "eval", "mode", "loss",
     "input-shape", "rules", "exit-zero", "render-depth",
 }
 

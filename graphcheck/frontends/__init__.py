@@ -11,5 +11,6 @@ Every frontend does the same two things:
 
 from graphcheck.frontends.builder import FrontendError
 from graphcheck.frontends.chain import FRONTENDS, TracingError, build_graph
+from graphcheck.frontends.executions import sample_executions
 
-__all__ = ["FRONTENDS", "FrontendError", "TracingError", "build_graph"]
+__all__ = ["FRONTENDS", "FrontendError", "TracingError", "build_graph", "sample_executions"]

@@ -9,12 +9,14 @@ import torch
 
 from graphcheck.errors import GraphcheckError
 from graphcheck.frontends.builder import FrontendError
+from graphcheck.frontends.decisions import DecisionWatch, graph_decisions, unique
 from graphcheck.frontends.export import trace_export
 from graphcheck.frontends.fx import trace_fx
 from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import reentrant_checkpoint_semantics
 from graphcheck.frontends.recorded import trace_autograd
 from graphcheck.model_graph import ModelGraph
+from graphcheck.running import preserved
 from graphcheck.sources import is_library_file, prefer_sources
 
 FRONTENDS = ("fx", "export", "autograd")
@@ -23,12 +25,20 @@ _FRONTEND_FUNCTIONS = {"fx": trace_fx, "export": trace_export, "autograd": trace
 
 
 def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None, *,
-                mode: str = "train", frontends: Iterable[str] = FRONTENDS,
+                mode: str | None = None, mode_source: str = "api", frontends: Iterable[str] = FRONTENDS,
                 target: str = "") -> ModelGraph:
-    """Trace ``model`` with the first frontend that works and return its ModelGraph."""
-    if mode not in ("train", "eval"):
+    """Trace ``model`` with the first frontend that works and return its ModelGraph.
+
+    ``mode`` None analyses the modes the factory left (submodules keep their own: a frozen
+    BatchNorm in eval inside a training model); "train" / "eval" switch every module, for the
+    caller to restore (``running.preserved``).
+    """
+    if mode is None:
+        mode, mode_source = ("train" if model.training else "eval"), "factory"
+    elif mode not in ("train", "eval"):
         raise GraphcheckError(f"mode must be 'train' or 'eval', not {mode!r}")
-    model.train(mode == "train")
+    else:
+        model.train(mode == "train")
     try:
         model_file = inspect.getsourcefile(type(model))
     except (TypeError, OSError):
@@ -36,7 +46,11 @@ def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None 
     if model_file and is_library_file(model_file):
         model_file = None   # a library model: the user's own frames, if any, say more
     with prefer_sources(model_file):
-        return _build_graph(model, tuple(inputs), loss_fn, mode, frontends, target)
+        with preserved(model), DecisionWatch(model) as watch:
+            graph = _build_graph(model, tuple(inputs), loss_fn, mode, frontends, target)
+        graph.mode_source = mode_source
+        graph.decisions = unique(watch.decisions + graph_decisions(graph))
+        return graph
 
 
 def _build_graph(model, inputs, loss_fn, mode, frontends, target) -> ModelGraph:

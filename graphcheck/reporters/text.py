@@ -22,7 +22,8 @@ def render(report: Report) -> str:
             by_severity[finding.severity.value] = by_severity.get(finding.severity.value, 0) + 1
         summary = ", ".join(f"{n} {sev}{'s' if n != 1 else ''}" for sev, n in sorted(by_severity.items())) or "no findings"
         lines.append(
-            f"{result.target}: {summary} ({result.frontend} frontend on {result.device}, {result.mode} mode; "
+            f"{result.target}: {summary} ({result.frontend} frontend on {result.device}, {result.mode} mode "
+            f"{'(the factory' + chr(39) + 's choice)' if result.mode_source == 'factory' else '(' + result.mode_source + ')'}; "
             f"{counts['total']} parameters: {counts['trainable']} trainable, {counts['frozen']} frozen)")
         if result.skipped_rules:
             lines.append(f"{result.target}: skipped on the meta device (they need real weights): "
