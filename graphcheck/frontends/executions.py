@@ -11,6 +11,9 @@ was) and with the random generators restored afterwards:
 * with every random draw forced to its lowest and then its highest value (``torch.rand`` and its
   kin, Python's and NumPy's random), so a threshold such as LayerDrop goes both ways.
 
+4 seeded executions (8 when forward decides on input values: routing needs more inputs) and the
+2 forced ones: sampled, not exhaustive (docs/limitations.md).
+
 Each execution is one forward + loss + ``torch.autograd.grad`` on the meta device when the model
 runs there (no weights, no arithmetic), else on the CPU; ``.grad`` of the user's parameters is never
 touched.
@@ -31,8 +34,9 @@ from graphcheck.frontends.decisions import patched_attribute
 from graphcheck.model_graph import ExecutionSample, ModelGraph
 from graphcheck.running import canonical_parameters, inputs_on, op_name, preserved, swapped_parameters, tensors_in
 
-SEEDS = (0, 1, 2, 3)          # seed 0 runs the example inputs, the others fresh inputs
-EXTREMES = ("low", "high")
+SEEDS = 4                     # executions under their own seed; seed 0 runs the example inputs
+INPUT_SEEDS = 8               # as many when forward decides on input values (routing, branches)
+EXTREMES = ("low", "high")    # then every random draw at its lowest and its highest value (fresh inputs)
 
 
 def sample_executions(mg: ModelGraph, train: bool | None = None) -> ExecutionSample:
@@ -41,7 +45,8 @@ def sample_executions(mg: ModelGraph, train: bool | None = None) -> ExecutionSam
     canonical, alias = canonical_parameters(model)
     trainable = {n for n, p in canonical.items() if p.requires_grad and n in mg.parameters}
     devices = [mg.device] + (["cpu"] if mg.device == "meta" and mg.has_weights else [])
-    plans = [(seed, None) for seed in SEEDS] + [(0, level) for level in EXTREMES]
+    seeds = INPUT_SEEDS if any(d.kind == "input" for d in mg.decisions) else SEEDS
+    plans = [(seed, None) for seed in range(seeds)] + [(seeds + i, level) for i, level in enumerate(EXTREMES)]
     sample = ExecutionSample()
     with preserved(model), _random_state_restored():
         if train is not None:
