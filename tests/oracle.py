@@ -120,11 +120,12 @@ def _fresh_inputs(inputs: tuple, generator: torch.Generator) -> tuple:
 
 
 def executions_oracle(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None,
-                      train: bool | None = None, executions: int = 16) -> tuple[set[str], set[str]]:
+                      train: bool | None = None, executions: int = 16,
+                      without_gradient: set[str] | None = None) -> tuple[set[str], set[str]]:
     """(never: no gradient in any execution, sometimes: a gradient in some executions only).
 
-    ``never`` also holds the parameters whose gradient is identically zero (``params_without_gradient``),
-    unless they are among ``sometimes``.
+    ``never`` also holds the parameters whose gradient is identically zero (``params_without_gradient``,
+    or ``without_gradient`` when the caller computed it already), unless they are among ``sometimes``.
     """
     meta = any(p.is_meta for p in model.parameters())
     replica = model if meta else copy.deepcopy(model)
@@ -151,7 +152,9 @@ def executions_oracle(model: torch.nn.Module, inputs: tuple, loss_fn: Callable |
     never = {n for n, count in zip(names, got) if count == 0}
     sometimes = {n for n, count in zip(names, got) if 0 < count < executions}
     if not meta:
-        never |= params_without_gradient(model, inputs, loss_fn, train) - sometimes
+        if without_gradient is None:
+            without_gradient = params_without_gradient(model, inputs, loss_fn, train)
+        never |= without_gradient - sometimes
     return never, sometimes
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
+import weakref
 
 import networkx as nx
 import numpy as np
@@ -95,7 +96,12 @@ class _RandomTaint(TorchFunctionMode):
     def __init__(self, watch: "DecisionWatch"):
         super().__init__()
         self.watch = watch
-        self.tainted: dict[int, tuple[str, torch.Tensor]] = {}
+        # id -> (the random op it comes from, a weak reference: derived activations are not kept alive)
+        self.tainted: dict[int, tuple[str, weakref.ref]] = {}
+
+    def origin(self, tensor: torch.Tensor) -> str | None:
+        entry = self.tainted.get(id(tensor))
+        return entry[0] if entry is not None and entry[1]() is tensor else None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -104,7 +110,7 @@ class _RandomTaint(TorchFunctionMode):
         if name in RANDOM_OPS:
             origin = name
         else:
-            origin = next((self.tainted[id(t)][0] for t in tensors_in((args, kwargs)) if id(t) in self.tainted), None)
+            origin = next((o for o in map(self.origin, tensors_in((args, kwargs))) if o is not None), None)
         if origin is None:
             return value
         if name in CONVERSIONS:
@@ -113,8 +119,10 @@ class _RandomTaint(TorchFunctionMode):
                 self.watch.decisions.append(Decision("random", f"`{name}` of a value drawn by `torch.{origin}`",
                                                      location_here(), module))
         for tensor in tensors_in(value):
-            if type(tensor) is torch.Tensor or isinstance(tensor, torch.nn.Parameter):
-                self.tainted[id(tensor)] = (origin, tensor)
+            try:
+                self.tainted[id(tensor)] = (origin, weakref.ref(tensor))
+            except TypeError:   # a tensor subclass without weak references: not followed
+                continue
         return value
 
 
