@@ -163,8 +163,11 @@ def _grads(model, params, names, batch, loss_fn, meta: bool):
         # One meta pass per execution (no values, so the inputs cannot differ).
         unused = meta_no_grad(model, batch, loss_fn)
         return [None if n in unused else True for n in names]
+    for name in names:
+        params[name].grad = None
     out = model(*batch)
     loss = (loss_fn or default_loss)(out)
     if loss is None or not loss.requires_grad:
         return [None] * len(names)
-    return torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+    loss.backward()   # not autograd.grad: reentrant checkpoints reject it
+    return [params[n].grad for n in names]

@@ -14,9 +14,9 @@ was) and with the random generators restored afterwards:
 4 seeded executions (8 when forward decides on input values: routing needs more inputs) and the
 2 forced ones: sampled, not exhaustive (docs/limitations.md).
 
-Each execution is one forward + loss + ``torch.autograd.grad`` on the meta device when the model
-runs there (no weights, no arithmetic), else on the CPU; ``.grad`` of the user's parameters is never
-touched.
+Each execution is one forward + loss + backward on the meta device when the model runs there (no
+weights, no arithmetic), else on the CPU, into graphcheck's own leaves: ``.grad`` of the user's
+parameters is never touched.
 """
 
 from __future__ import annotations
@@ -72,13 +72,12 @@ def sample_executions(mg: ModelGraph, train: bool | None = None) -> ExecutionSam
 def _run_once(model, canonical, alias, trainable, inputs, loss_fn, device, seed, level) -> set[str]:
     leaves = {}
     for name, param in canonical.items():
-        if device == "meta":
-            leaves[name] = torch.nn.Parameter(torch.empty_like(param, device="meta"),
-                                              requires_grad=param.requires_grad)
-        else:
-            leaves[name] = param if not param.is_meta else None
-    if any(v is None for v in leaves.values()):
-        raise RuntimeError("meta parameters cannot run on the CPU")
+        if device != "meta" and param.is_meta:
+            raise RuntimeError("meta parameters cannot run on the CPU")
+        # Own leaves (meta, or copies of the real values): the user's .grad is never touched, and
+        # loss.backward() works where autograd.grad does not (reentrant checkpoints).
+        source = torch.empty_like(param, device="meta") if device == "meta" else param.detach().clone()
+        leaves[name] = torch.nn.Parameter(source, requires_grad=param.requires_grad)
     tensors = {name: leaves[canon] for name, canon in alias.items()}
     for name, buf in model.named_buffers(remove_duplicate=False):
         tensors[name] = buf.to("meta") if device == "meta" else buf
@@ -91,11 +90,9 @@ def _run_once(model, canonical, alias, trainable, inputs, loss_fn, device, seed,
     with swapped_parameters(model, tensors), torch.enable_grad(), torch.device(device), forced:
         outputs = model(*run_inputs)
         loss = compute_loss(loss_fn, outputs)
-    names = sorted(trainable)
-    if not loss.requires_grad:
-        return set()
-    grads = torch.autograd.grad(loss, [leaves[n] for n in names], allow_unused=True)
-    return {n for n, g in zip(names, grads) if g is not None}
+        if loss.requires_grad:
+            loss.backward()
+    return {n for n in trainable if leaves[n].grad is not None}
 
 
 def _fresh(inputs, device: str, generator: torch.Generator):
