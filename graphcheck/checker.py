@@ -9,6 +9,7 @@ This is the Python API behind the command line::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import os
@@ -23,7 +24,7 @@ from graphcheck.errors import GraphcheckError
 from graphcheck.loader import DEFAULT_STEP, display_spec, load_callable, load_loss, load_target, split_inputs
 from graphcheck.registry import parse_codes, selected_rules
 from graphcheck.report import TargetResult
-from graphcheck.frontends import FRONTENDS, build_graph
+from graphcheck.frontends import FRONTENDS, build_graph, sample_executions
 from graphcheck.running import is_lightning_module, lightning_step
 from graphcheck.sources import is_library_file, prefer_sources
 from graphcheck.suppressions import apply_suppressions
@@ -32,9 +33,9 @@ from graphcheck.suppressions import apply_suppressions
 def check(model: torch.nn.Module | str, inputs: Iterable | dict | None = None, *,
           loss: Callable | str | None = None, step: Callable | str | None = None, kwargs: dict | None = None,
           select: Iterable[str] | str | None = None, ignore: Iterable[str] | str | None = None,
-          mode: str = "train", ignore_parameters: Iterable[str] = (), rule_options: dict | None = None,
+          mode: str | None = None, ignore_parameters: Iterable[str] = (), rule_options: dict | None = None,
           frontends: Iterable[str] = FRONTENDS, name: str | None = None, meta: bool = False,
-          progress: Callable[[str], None] | None = None) -> TargetResult:
+          progress: Callable[[str], None] | None = None, mode_source: str = "api") -> TargetResult:
     """Analyse one model (an ``nn.Module`` or a TARGET string) and return its result.
 
     The model runs as ``model(*inputs, **kwargs)`` (``inputs`` may also be a dict of keyword
@@ -43,12 +44,17 @@ def check(model: torch.nn.Module | str, inputs: Iterable | dict | None = None, *
     ``loss`` or ``step`` the loss is the output's own ``loss`` when it carries one, else every
     floating-point output. ``progress`` hears what is being done (for a status line).
 
+    ``mode`` None analyses the model in the mode the factory left it in (a fresh module is in
+    train mode; submodules keep their own modes); "train" / "eval" override it for the analysis
+    (the model is given back in its own modes). ``mode_source`` says who chose the override
+    ("api", "--train", "--eval", "config") for the report.
+
     With ``meta`` a TARGET's factory builds the model on the meta device (no weights are
     allocated; rules that read weight values are skipped). Errors in the input (a target
     that cannot be loaded, a model no frontend can trace, a bad loss) do not raise: the result has ``status == "error"`` and ``error`` says why.
     """
     label = name or (model if isinstance(model, str) else type(model).__name__)
-    result = TargetResult(target=label, mode=mode)
+    result = TargetResult(target=label, mode=mode or "train", mode_source=mode_source if mode else "factory")
     report = (lambda message: progress(f"{label}: {message}")) if progress else None
     started = time.perf_counter()
     try:
@@ -64,10 +70,10 @@ def check(model: torch.nn.Module | str, inputs: Iterable | dict | None = None, *
         files = [target_file]
         loss, step, result.loss = _loss_and_step(model, loss, step, files)
         result.timings["build"] = time.perf_counter() - started
-        with prefer_sources(*files):
-            _analyse(result, model, args, kwargs, loss, step, mode=mode, frontends=frontends, select=select,
-                     ignore=ignore, rule_options=rule_options, ignore_parameters=ignore_parameters,
-                     progress=report)
+        with prefer_sources(*files), _modes_restored(model):
+            _analyse(result, model, args, kwargs, loss, step, mode=mode, mode_source=mode_source,
+                     frontends=frontends, select=select, ignore=ignore, rule_options=rule_options,
+                     ignore_parameters=ignore_parameters, progress=report)
     except GraphcheckError as exc:
         result.status, result.error, result.detail = "error", exc.message, exc.detail or traceback.format_exc()
     except Exception as exc:  # graphcheck's own bug: still a clear message, never a bare traceback
@@ -108,20 +114,49 @@ def _callable_name(fn) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
-def _analyse(result: TargetResult, model, args, kwargs, loss, step, *, mode, frontends, select, ignore,
-             rule_options, ignore_parameters, progress) -> None:
+def _modes_restored(model):
+    """Give the model back with every module's own training flag (an override is for the analysis only)."""
+    if not isinstance(model, torch.nn.Module):
+        return contextlib.nullcontext()
+    return _training_flags_kept(model)
+
+
+@contextlib.contextmanager
+def _training_flags_kept(model: torch.nn.Module):
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _analyse(result: TargetResult, model, args, kwargs, loss, step, *, mode, mode_source, frontends, select,
+             ignore, rule_options, ignore_parameters, progress) -> None:
     """Trace, run the selected rules, filter; fills ``result`` (timings included)."""
     traced_at = time.perf_counter()
-    graph = build_graph(model, args, loss, mode=mode, frontends=frontends, target=result.target,
-                        kwargs=kwargs, step=step, progress=progress)
+    graph = build_graph(model, args, loss, mode=mode, mode_source=mode_source, frontends=frontends,
+                        target=result.target, kwargs=kwargs, step=step, progress=progress)
     result.timings["trace"] = time.perf_counter() - traced_at
     result.graph, result.frontend, result.device = graph, graph.frontend, graph.device
+    result.mode, result.mode_source = graph.mode, graph.mode_source
     result.loss = result.loss or graph.loss_source
     result.parameters = graph.counts()
     result.notes.extend(graph.notes)
+    rules = list(selected_rules(parse_codes(select), parse_codes(ignore), rule_options))
+    if graph.decisions and any(rule.code.startswith("GC10") for rule in rules):
+        # Forward decides in Python on random draws, inputs or its own state: other executions may
+        # use other parameters (GC105). Deterministic models never pay for this.
+        if progress:
+            progress(f"{graph.frontend} frontend, other executions")
+        sampled_at = time.perf_counter()
+        graph.executions = sample_executions(graph, None if mode is None else mode == "train")
+        result.timings["executions"] = time.perf_counter() - sampled_at
+        result.notes.append(f"{len(graph.decisions)} decision point(s) in forward; "
+                            f"{graph.executions.runs} other execution(s) ran, {graph.executions.failed} failed")
     rules_at = time.perf_counter()
     findings, ran = [], []
-    for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options):
+    for rule in rules:
         if rule.needs_weights and not graph.has_weights:
             result.skipped_rules.append(rule.code)
             continue
@@ -133,7 +168,7 @@ def _analyse(result: TargetResult, model, args, kwargs, loss, step, *, mode, fro
     if probe is not None and probe.error:
         result.notes.append(f"probe-based rules (GC302-GC305) found nothing to say: {probe.error}")
     findings = _without_ignored_parameters(findings, ignore_parameters)
-    outcome = apply_suppressions(findings, user_files(graph), ran)
+    outcome = apply_suppressions(findings, user_files(graph, findings), ran)
     for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options, stage="findings"):
         outcome.kept.extend(rule.check(outcome))
     result.findings, result.suppressed = _in_order(outcome.kept), _in_order(outcome.suppressed)
@@ -145,10 +180,10 @@ def _in_order(findings: list) -> list:
                                           f.location.line if f.location else 0, f.code))
 
 
-def user_files(graph) -> set[str]:
-    """The user's source files the model ran through (where suppression comments can be)."""
+def user_files(graph, findings=()) -> set[str]:
+    """The user's source files the model ran through or a finding points to (where suppression comments can be)."""
     locations = [data.get("location") for _, data in graph.graph.nodes(data=True)]
-    locations += [info.location for info in graph.parameters.values()]
+    locations += [finding.location for finding in findings]
     return {os.path.abspath(loc.file) for loc in locations
             if loc is not None and os.path.isfile(loc.file) and not is_library_file(loc.file)}
 

@@ -83,6 +83,22 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _mode(train_mode: bool, eval_mode: bool, values: dict) -> tuple[str | None, str]:
+    """(mode override or None for the factory's choice, where it came from)."""
+    if train_mode and eval_mode:
+        _fail("--train and --eval exclude each other.")
+    if train_mode or eval_mode:
+        return ("train", "--train") if train_mode else ("eval", "--eval")
+    configured = values.get("mode")
+    if configured is not None:
+        if configured not in ("train", "eval"):
+            _fail(f"mode = {configured!r} in the configuration: choose \"train\" or \"eval\".")
+        return configured, "config"
+    if values.get("eval"):
+        return "eval", "config"
+    return None, "factory"
+
+
 @cli.command("check", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("targets", nargs=-1, metavar="[TARGET ...]")
 @click.option("--loss", metavar="LOSS", help="Callable loss(output) -> scalar tensor (file.py:fn or module:fn). "
@@ -103,7 +119,10 @@ def _fail(message: str) -> None:
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default="error", show_default=True,
               help="Lowest severity that makes the exit code 1.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (errors still exit 2).")
-@click.option("--eval", "eval_mode", is_flag=True, help="Analyse the model in eval mode (default: train mode).")
+@click.option("--train", "train_mode", is_flag=True, help="Analyse the model in train mode (default: the mode "
+              "the factory left it in; submodules keep their own).")
+@click.option("--eval", "eval_mode", is_flag=True, help="Analyse the model in eval mode (default: the mode "
+              "the factory left it in).")
 @click.option("--frontend", type=click.Choice(FRONTENDS), multiple=True,
               help="Use only this tracer (repeatable); default: fx, then export, then a recorded forward pass.")
 @click.option("--meta", is_flag=True, help="Build the model on the meta device (no weights allocated: "
@@ -116,7 +135,7 @@ def _fail(message: str) -> None:
 @click.option("--debug", is_flag=True, help="Show tracebacks and which frontends were tried.")
 @click.pass_context
 def check_command(ctx, targets, loss, step, input_shape, fmt, output, render_path, render_depth, render_all,
-                  select, ignore, fail_on, exit_zero, eval_mode, frontend, meta, verify, show_suppressed, quiet,
+                  select, ignore, fail_on, exit_zero, train_mode, eval_mode, frontend, meta, verify, show_suppressed, quiet,
                   config_path, no_config, debug):
     """Lint TARGET models (default: the targets in [tool.graphcheck]): report parameters that get no gradient, and why."""
     try:
@@ -136,6 +155,7 @@ def check_command(ctx, targets, loss, step, input_shape, fmt, output, render_pat
     fail_on = option("fail_on", fail_on, "fail-on")
     fmt = option("fmt", fmt, "format")
     exit_zero = option("exit_zero", exit_zero, "exit-zero")
+    mode, mode_source = _mode(train_mode, eval_mode, config.values)
     render_depth = option("render_depth", render_depth, "render-depth")
     if fmt not in FORMATS:
         _fail(f"unknown format {fmt!r} in the configuration; choose from {', '.join(FORMATS)}.")
@@ -167,11 +187,13 @@ def check_command(ctx, targets, loss, step, input_shape, fmt, output, render_pat
             how = {"loss": table.get("loss"), "step": table.get("step")}
         else:
             how = {"loss": config.values.get("loss"), "step": config.values.get("step")}
-        mode = "eval" if eval_mode else table.get("mode") or ("eval" if config.values.get("eval") else "train")
+        target_mode, target_mode_source = mode, mode_source
+        if mode_source not in ("--train", "--eval") and table.get("mode") is not None:
+            target_mode, target_mode_source = table["mode"], "config"
         options = dict(select=setting("select", select, "select", table),
                        ignore=setting("ignore", ignore, "ignore", table),
                        ignore_parameters=table.get("ignore-parameters", config.values.get("ignore-parameters", ())),
-                       mode=mode, **how)
+                       mode=target_mode, mode_source=target_mode_source, **how)
         try:
             from graphcheck.loader import parse_input_shapes
             inputs = parse_input_shapes(setting("input_shape", input_shape, "input-shape", table) or ())

@@ -17,7 +17,7 @@ else:  # pragma: no cover
 
 # Keys accepted in [tool.graphcheck]; each maps to the command-line option of the same name.
 KNOWN_KEYS = {
-    "select", "ignore", "fail-on", "format", "ignore-parameters", "eval", "loss", "step",
+    "select", "ignore", "fail-on", "format", "ignore-parameters", "eval", "mode", "loss", "step",
     "input-shape", "rules", "exit-zero", "render-depth", "targets", "target",
 }
 # Keys of a [[tool.graphcheck.target]] table: the model and the settings that may differ per target.

@@ -51,11 +51,32 @@ class ParamInfo:
 
 
 @dataclass
+class Decision:
+    """A Python decision in forward that may go another way in another execution."""
+
+    kind: str                        # "random" | "input" | "state"
+    what: str                        # the construct, for messages (``torch.rand`` turned into a bool)
+    location: Location | None = None
+    module: str = ""                 # qualified name of the module whose forward decides
+
+
+@dataclass
+class ExecutionSample:
+    """Which trainable parameters got a gradient in the extra executions (other seeds, inputs, calls)."""
+
+    runs: int = 0                    # executions that completed
+    failed: int = 0
+    with_gradient: set[str] = field(default_factory=set)      # in at least one of them
+    without_gradient: set[str] = field(default_factory=set)   # missing in at least one of them
+
+
+@dataclass
 class ModelGraph:
     graph: nx.DiGraph
     parameters: dict[str, ParamInfo]
     frontend: str
     mode: str = "train"
+    mode_source: str = "factory"     # "factory" | "--train" | "--eval" | "config" | "api"
     device: str = "meta"
     target: str = ""
     notes: list[str] = field(default_factory=list)
@@ -66,6 +87,9 @@ class ModelGraph:
     kwargs: dict = field(default_factory=dict)       # keyword inputs: model(*inputs, **kwargs)
     step: Callable | None = None                     # a training step step(model, batch) -> loss
     loss_source: str | None = None                   # which default loss ran ("output.loss", ...)
+    # Python decisions that may differ between executions, and what other executions showed.
+    decisions: list[Decision] = field(default_factory=list)
+    executions: ExecutionSample | None = None
     # Results of the read-only analysis passes, keyed by the pass (see ``analysis``).
     _results: dict = field(default_factory=dict, repr=False)
 

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from graphcheck.verify import Verification
 
 
+CONDITIONAL = "GC105"   # conditionally-used-parameter: in the GC1 range, but never a "no gradient" verdict
+
+
 @dataclass
 class TargetResult:
     target: str
@@ -19,6 +22,7 @@ class TargetResult:
     error: str | None = None
     frontend: str | None = None
     mode: str = "train"
+    mode_source: str = "factory"        # "factory" | "--train" | "--eval" | "config" | "api"
     device: str | None = None
     parameters: dict = field(default_factory=lambda: {"total": 0, "trainable": 0, "frozen": 0})
     findings: list[Finding] = field(default_factory=list)
@@ -43,6 +47,7 @@ class TargetResult:
         data.update({
             "frontend": self.frontend,
             "mode": self.mode,
+            "mode_source": self.mode_source,
             "loss": self.loss,
             "parameters": dict(self.parameters),
             "findings": [f.to_dict() for f in self.findings],
@@ -54,8 +59,14 @@ class TargetResult:
         return data
 
     def parameters_without_gradient(self) -> set[str]:
-        """Union of the GC1xx findings' parameters: what autograd will leave without gradient."""
-        return {p for f in self.findings if f.code.startswith("GC1") for p in f.parameters}
+        """Union of the GC1xx findings' parameters: what autograd will leave without gradient
+        in every execution (GC105's parameters get one in some executions, so they are not here)."""
+        return {p for f in self.findings if f.code.startswith("GC1") and f.code != CONDITIONAL
+                for p in f.parameters}
+
+    def conditionally_used_parameters(self) -> set[str]:
+        """The GC105 findings' parameters: they get a gradient in some executions only."""
+        return {p for f in self.findings if f.code == CONDITIONAL for p in f.parameters}
 
 
 @dataclass

@@ -150,12 +150,14 @@ def _numel(values) -> int:
     return sum(t.numel() for t in pytree.tree_leaves(values) if isinstance(t, torch.Tensor))
 
 
-def autograd_verdict(model, inputs: tuple, loss_fn, mode: str = "train",
+def autograd_verdict(model, inputs: tuple, loss_fn, mode: str | None = "train",
                      step: Callable | None = None) -> tuple[set[str], str, bool]:
     """(parameters autograd leaves without gradient, how that was measured, whether zeros were tested).
 
-    ``inputs`` is ``(args, kwargs)``: the model runs as ``model(*args, **kwargs)``, or ``step(model, batch)``."""
-    model.train(mode == "train")
+    ``inputs`` is ``(args, kwargs)``: the model runs as ``model(*args, **kwargs)``, or ``step(model, batch)``.
+    ``mode`` None keeps the modes the model is in (the factory's, submodules included)."""
+    if mode is not None:
+        model.train(mode == "train")
     canonical, _ = canonical_parameters(model)
     real = bool(canonical) and not any(p.is_meta for p in canonical.values())
     try:
@@ -180,16 +182,22 @@ def verify_graph(graph, findings=()) -> Verification:
     from graphcheck.analysis.gradient_flow import analyse
 
     verdicts = analyse(graph)
-    flagged = {name for name, v in verdicts.items() if v.kind != "ok"}
+    # Conditionally used parameters (GC105) get a gradient in some executions only: not comparable.
+    conditional = {name for name, v in verdicts.items() if v.kind == "conditional"}
+    flagged = {name for name, v in verdicts.items() if v.kind not in ("ok", "conditional")}
     zero_kind = {name for name, v in verdicts.items() if v.kind == "zero"}
+    flags = [(m, m.training) for m in graph.model.modules()]
     try:
-        autograd, method, values_tested = autograd_verdict(graph.model, (tuple(graph.inputs), dict(graph.kwargs)),
-                                                           graph.loss_fn, graph.mode, graph.step)
+        autograd, method, values_tested = autograd_verdict(
+            graph.model, (tuple(graph.inputs), dict(graph.kwargs)), graph.loss_fn,
+            None if graph.mode_source == "factory" else graph.mode, graph.step)
+        autograd -= conditional
     except _RunFailed as exc:
         return Verification(status="failed", graphcheck=flagged,
                             message=f"could not verify: {exc}")
     finally:
-        graph.model.train(graph.mode == "train")
+        for module, training in flags:
+            module.training = training
     if values_tested:
         missed, spurious, undecided = autograd - flagged, flagged - autograd, set()
     else:
@@ -200,7 +208,7 @@ def verify_graph(graph, findings=()) -> Verification:
     checks = []
     reported = set()
     for finding in findings:
-        if not finding.code.startswith("GC1"):
+        if not finding.code.startswith("GC1") or finding.code == "GC105":
             continue
         params = list(finding.parameters)
         reported.update(params)

@@ -21,7 +21,7 @@ import torch
 import graphcheck
 from graphcheck.frontends import FRONTENDS
 from tests import real_models as rm
-from tests.oracle import params_without_gradient
+from tests.oracle import executions_oracle, params_without_gradient
 
 pytestmark = [pytest.mark.real,
               pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad:UserWarning"),
@@ -240,3 +240,16 @@ def test_cli_subprocess_end_to_end():
     assert finding["location"]["line"] == line
     assert Path(finding["location"]["file"]).name == "real_models.py"
     assert all(p.startswith("vit.") for p in finding["parameters"]) and len(finding["parameters"]) == 38
+
+
+@pytest.mark.parametrize("name", [case.name for case in rm.CASES])
+def test_verdict_equals_the_multi_execution_oracle(name):
+    """Both ways, over 16 executions (seeds, fresh inputs, successive calls): GC1xx is exactly what
+    never gets a gradient, GC105 exactly what gets one in some executions only (none of these
+    models decides at random or on its inputs in a way that changes which parameters are used)."""
+    case, model, inputs, result, oracle = analysed(name)
+    _assert_ok(result)
+    never, sometimes = executions_oracle(model, inputs, case.loss, train=case.mode == "train",
+                                         without_gradient=oracle)
+    assert result.parameters_without_gradient() == never
+    assert result.conditionally_used_parameters() == sometimes

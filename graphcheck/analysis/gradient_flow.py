@@ -12,6 +12,9 @@ Verdicts per trainable parameter:
               zero (round, sign, multiplication by a zero constant or by a zero weight that
               itself never gets a gradient)
 ``ok``        it gets a gradient
+``conditional`` it gets a gradient in some executions and not in others (the analysed one and
+              the extra executions ``ModelGraph.executions`` sampled: other seeds, inputs, calls);
+              never one of the "no gradient" verdicts, which must hold for every execution
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def _factors(data: dict) -> tuple[list[str], list[str]] | None:
 @dataclass
 class Verdict:
     param: str
-    kind: str                               # unused | dead | detached | zero | ok
+    kind: str                               # unused | dead | detached | zero | ok | conditional
     cause: str | None = None                # graph node that explains the verdict
     path: list[str] = field(default_factory=list)
     reason: str = ""
@@ -234,6 +237,19 @@ def _analyse(mg: ModelGraph) -> dict[str, Verdict]:
             verdicts[info.name] = _detached_verdict(mg, info.name, node, data_view, grad_view)
         else:
             verdicts[info.name] = _dead_verdict(mg, info.name, node, data_view)
+    return _conditional(mg, verdicts)
+
+
+def _conditional(mg: ModelGraph, verdicts: dict[str, Verdict]) -> dict[str, Verdict]:
+    """A parameter with a gradient in some executions and none in others is conditionally used."""
+    sample = mg.executions
+    if sample is None or not sample.runs:
+        return verdicts
+    for name, verdict in verdicts.items():
+        missing_here = verdict.kind in ("unused", "dead", "detached")
+        if (missing_here and name in sample.with_gradient) or (verdict.kind == "ok" and name in sample.without_gradient):
+            verdicts[name] = Verdict(name, "conditional", location=mg.parameters[name].location,
+                                     reason=f"{verdict.kind} in the analysed execution")
     return verdicts
 
 

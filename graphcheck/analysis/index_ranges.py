@@ -63,7 +63,7 @@ def written_in_place(graph: nx.DiGraph, node: str) -> bool:
 
 def dropped_operands(mg: ModelGraph) -> dict[tuple[str, str], Dropped]:
     """(operand, concatenation) edges along which autograd sends an all-zero gradient."""
-    return mg.cached("index_ranges", lambda: _dropped_operands(mg))
+    return mg.analysis(_dropped_operands)
 
 
 def _dropped_operands(mg: ModelGraph) -> dict[tuple[str, str], Dropped]:

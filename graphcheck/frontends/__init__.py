@@ -11,7 +11,7 @@ Every frontend does the same two things:
 
 FRONTENDS = ("fx", "export", "autograd")
 
-__all__ = ["FRONTENDS", "FrontendError", "TracingError", "build_graph"]
+__all__ = ["FRONTENDS", "FrontendError", "TracingError", "build_graph", "sample_executions"]
 
 
 def __getattr__(name: str):
@@ -22,4 +22,7 @@ def __getattr__(name: str):
     if name in ("TracingError", "build_graph"):
         from graphcheck.frontends import chain
         return getattr(chain, name)
+    if name == "sample_executions":
+        from graphcheck.frontends.executions import sample_executions
+        return sample_executions
     raise AttributeError(name)

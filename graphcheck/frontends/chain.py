@@ -10,6 +10,7 @@ import torch
 from graphcheck.errors import GraphcheckError
 from graphcheck.frontends import FRONTENDS
 from graphcheck.frontends.builder import FrontendError
+from graphcheck.frontends.decisions import DecisionWatch, graph_decisions, unique
 from graphcheck.frontends.export import trace_export
 from graphcheck.frontends.fx import trace_fx
 from graphcheck.frontends.naming import ParamTable
@@ -28,16 +29,20 @@ STEP_FRONTENDS = ("autograd",)
 
 
 def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None, *,
-                mode: str = "train", frontends: Iterable[str] = FRONTENDS,
+                mode: str | None = None, mode_source: str = "api", frontends: Iterable[str] = FRONTENDS,
                 target: str = "", kwargs: dict | None = None, step: Callable | None = None,
                 progress: Callable[[str], None] | None = None) -> ModelGraph:
     """Trace ``model`` with the first frontend that works and return its ModelGraph.
 
     The model runs as ``model(*inputs, **kwargs)``, or, with ``step``, as ``step(model, batch)``
     (a training step; only the recorded frontend runs one). ``progress`` hears which
-    frontend is being tried.
+    frontend is being tried. ``mode`` None analyses the modes the factory left (submodules
+    keep their own: a frozen BatchNorm in eval inside a training model); "train" / "eval"
+    switch every module for the analysis; the model gets its own modes back afterwards.
     """
-    if mode not in ("train", "eval"):
+    if mode is None:
+        mode, mode_source = ("train" if model.training else "eval"), "factory"
+    elif mode not in ("train", "eval"):
         raise GraphcheckError(f"mode must be 'train' or 'eval', not {mode!r}")
     try:
         model_file = inspect.getsourcefile(type(model))
@@ -45,11 +50,14 @@ def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None 
         model_file = None
     if model_file and is_library_file(model_file):
         model_file = None   # a library model: the user's own frames, if any, say more
-    with prefer_sources(model_file), preserved(model):   # the mode is the analysis's, not kept on the model
-        if model.training != (mode == "train"):   # an override: else submodules keep their own modes
+    with prefer_sources(model_file), preserved(model), DecisionWatch(model) as watch:
+        if mode_source != "factory":   # an override; the factory's choice keeps every submodule's mode
             model.train(mode == "train")
-        return _build_graph(model, tuple(inputs), dict(kwargs or {}), loss_fn, step, mode, frontends,
-                            target, progress or _silent)
+        graph = _build_graph(model, tuple(inputs), dict(kwargs or {}), loss_fn, step, mode, frontends,
+                             target, progress or _silent)
+    graph.mode_source = mode_source
+    graph.decisions = unique(watch.decisions + graph_decisions(graph))
+    return graph
 
 
 def _silent(message: str) -> None:

@@ -29,7 +29,8 @@ def render(report: Report) -> str:
         if result.suppressed:
             summary += f", {len(result.suppressed)} suppressed"
         lines.append(
-            f"{result.target}: {summary} ({result.frontend} frontend on {result.device}, {result.mode} mode; "
+            f"{result.target}: {summary} ({result.frontend} frontend on {result.device}, {result.mode} mode "
+            f"{'(the factory' + chr(39) + 's choice)' if result.mode_source == 'factory' else '(' + result.mode_source + ')'}; "
             f"{counts['total']} parameters: {counts['trainable']} trainable, {counts['frozen']} frozen; "
             f"loss: {_loss_text(result.loss)})")
         if result.skipped_rules:

@@ -1,13 +1,14 @@
-"""GC1xx: parameters that get no gradient (unused, dead branch, detached, zero derivative)."""
+"""GC1xx: parameters that get no gradient (unused, dead branch, detached, zero derivative), or only in some executions (GC105)."""
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from typing import Iterable
 
 from graphcheck.finding import Cause, Finding, Severity
 from graphcheck.finding import name_list as _names
-from graphcheck.model_graph import ModelGraph
+from graphcheck.model_graph import Decision, ModelGraph
 from graphcheck.registry import Rule, register
 from graphcheck.analysis.gradient_flow import Verdict, analyse
 from graphcheck.analysis.cuts import cut_label
@@ -214,3 +215,92 @@ class ZeroGradientParameter(_GradientRule):
         subject = _names(params)
         return (f"{verdict.reason}; every gradient path from {subject} passes through it, "
                 f"so {'its gradient is' if len(params) == 1 else 'their gradients are'} identically zero")
+
+
+_KIND_ORDER = {"random": 0, "state": 1, "input": 2}
+_KIND_TEXT = {"random": "a random draw", "state": "state that forward itself changes",
+              "input": "the input values"}
+
+
+def _deciding(graph: ModelGraph, param: str) -> Decision | None:
+    """The decision most likely to govern ``param``: the innermost module enclosing it that decides."""
+    module = graph.parameters[param].module
+
+    def encloses(decision: Decision) -> bool:
+        return not decision.module or module == decision.module or module.startswith(decision.module + ".")
+    candidates = [d for d in graph.decisions if encloses(d)] or list(graph.decisions)
+    if not candidates:
+        return None
+    return min(candidates, key=lambda d: (-len(d.module), _KIND_ORDER.get(d.kind, 3), graph.decisions.index(d)))
+
+
+@register
+class ConditionallyUsedParameter(Rule):
+    """Parameters that get a gradient in some executions and not in others.
+
+    ## What it does
+    Finds trainable parameters that reach the loss in some executions of forward only:
+    layers skipped at random (LayerDrop, stochastic depth written as `if random.random() < p:
+    continue`), experts of a mixture of experts that receive no token for some inputs,
+    branches chosen by input values (`if x.sum() > 0`, `torch.equal`) or by state that
+    forward changes itself (a step counter, a toggle). graphcheck records every Python
+    decision forward makes on a random draw, on the inputs or on its own state, runs the
+    model a few more times (other seeds and inputs, successive calls, every random draw
+    forced to its lowest and its highest value) and reports the parameters whose gradient
+    comes and goes, with the line that decides. It is a warning, never a GC1xx error: those
+    hold for every execution.
+
+    ## Why is this bad?
+    Often it is intended, but the training setup must know. DistributedDataParallel
+    expects every parameter to get a gradient in every iteration: without
+    `find_unused_parameters=True` it stops with "Expected to have finished reduction in
+    the prior iteration", and `static_graph=True` is unsafe because the set of used
+    parameters changes between iterations. When it is not intended (a toggle left in
+    forward, a branch on the batch's values), part of the model trains on a fraction of
+    the batches.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        for block in self.blocks:
+            if self.training and random.random() < 0.3:   # stochastic depth
+                continue
+            x = x + block(x)
+        return x
+    ```
+
+    ## Use instead
+    Keep it and wrap the model with `DistributedDataParallel(model,
+    find_unused_parameters=True)` (not `static_graph=True`), or make the computation
+    static: scale the block's output by a random mask instead of skipping it
+    (`x + mask * block(x)`, as `torchvision.ops.stochastic_depth` does), route every
+    expert through a zero-size batch, move counters and toggles out of forward.
+    """
+
+    code = "GC105"
+    name = "conditionally-used-parameter"
+    severity = Severity.WARNING
+
+    def check(self, graph: ModelGraph) -> Iterable[Finding]:
+        conditional = [v.param for v in analyse(graph).values() if v.kind == "conditional"]
+        groups: dict[int, list[str]] = defaultdict(list)
+        deciding: dict[int, Decision | None] = {}
+        for param in conditional:
+            decision = _deciding(graph, param)
+            key = -1 if decision is None else graph.decisions.index(decision)
+            deciding[key] = decision
+            groups[key].append(param)
+        for key, params in groups.items():
+            decision = deciding[key]
+            if decision is None:
+                cause = "forward takes another path in another execution"
+            else:
+                where = f" at {os.path.basename(decision.location.file)}:{decision.location.line}" \
+                    if decision.location else ""
+                cause = f"forward decides on {_KIND_TEXT.get(decision.kind, 'a value')}{where} ({decision.what})"
+            verb = "gets" if len(params) == 1 else "get"
+            message = (f"{_names(params)} {verb} a gradient in some executions and not in others: {cause}. "
+                       "Under DistributedDataParallel this needs `find_unused_parameters=True`, and "
+                       "`static_graph=True` is unsafe")
+            yield self.finding(message, parameters=params, location=decision.location if decision else None,
+                               nodes=[graph.parameters[p].node for p in params])
