@@ -144,6 +144,7 @@ def _analyse(result: TargetResult, model, args, kwargs, loss, step, *, mode, mod
     result.parameters = graph.counts()
     result.notes.extend(graph.notes)
     rules = list(selected_rules(parse_codes(select), parse_codes(ignore), rule_options))
+    graph.probe_gradients = any(rule.probe_gradients for rule in rules)
     if graph.decisions and any(rule.code.startswith("GC10") for rule in rules):
         # Forward decides in Python on random draws, inputs or its own state: other executions may
         # use other parameters (GC105). Deterministic models never pay for this.

@@ -90,6 +90,8 @@ class ModelGraph:
     # Python decisions that may differ between executions, and what other executions showed.
     decisions: list[Decision] = field(default_factory=list)
     executions: ExecutionSample | None = None
+    # Whether a selected rule reads the probe's layer gradients (else the probe runs forward only).
+    probe_gradients: bool = True
     # Results of the read-only analysis passes, keyed by the pass (see ``analysis``).
     _results: dict = field(default_factory=dict, repr=False)
 

@@ -148,6 +148,7 @@ def _batch_size(inputs: tuple) -> int:
 
 def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None, *,
               train: bool = True, kwargs: dict | None = None, step: Callable | None = None,
+              gradients: bool = True,
               min_samples: int = 16, max_draws: int = 4) -> Probe:
     """One forward + backward on the example inputs (plus forward-only redraws for dead units)."""
     result = Probe()
@@ -167,21 +168,17 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
     draws = max(1, min(max_draws, math.ceil(min_samples / batch)))
     if step is not None or not any(t.is_floating_point() for t in tensors_in((inputs, kwargs))):
         draws = 1   # nothing to redraw (token ids), or a training step: one pass
-    names_by_id: dict[int, str] = {}
-    params: dict[str, torch.Tensor] = {}
-    tensors, alias = canonical_parameters(model)
-    for name, param in tensors.items():   # canonical names come first
-        params[name] = param.detach().clone().requires_grad_(param.requires_grad)
-    for name, owner in alias.items():
-        params[name] = params[owner]
-    for name, tensor in params.items():   # canonical names come first
-        names_by_id.setdefault(id(tensor), name)
+    # The model's own parameters: gradients are taken with autograd.grad, so neither their
+    # values nor their .grad change, and no copy of the weights is made.
+    params, _ = canonical_parameters(model)
+    names_by_id = {id(tensor): name for name, tensor in params.items()}
     buffers = {name: buf.detach().clone() for name, buf in model.named_buffers(remove_duplicate=False)}
     try:
         with preserved(model), module_stack(model) as stack:
             if model.training != train:
                 model.train(train)
-            first = _draws(model, (inputs, kwargs), loss_fn, step, params, names_by_id, buffers, draws, batch, stack, result)
+            first = _draws(model, (inputs, kwargs), loss_fn, step, params, names_by_id, buffers, draws, batch, stack,
+                           result, gradients)
     except Exception as exc:   # user code (model or loss) failing on the CPU: no probe findings
         result.error = f"{type(exc).__name__}: {exc}"
         return result
@@ -193,28 +190,26 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
 
 
 def _draws(model, inputs, loss_fn, step, params, names_by_id, buffers, draws, batch, stack,
-           result: Probe) -> "_ActivationRecorder | None":
-    """The probe's passes: forward + backward on the example, forward-only on redrawn inputs."""
+           result: Probe, gradients: bool) -> "_ActivationRecorder | None":
+    """The probe's passes: forward (+ backward when ``gradients``) on the example, forward-only on redrawn inputs."""
     generator = torch.Generator().manual_seed(0)
     first: _ActivationRecorder | None = None
     for draw in range(draws):
         batch_inputs = inputs if draw == 0 else _redraw(inputs, generator)
         recorder = _ActivationRecorder(stack, set(names_by_id))
         stack.clear()
-        state = {**{n: (b.clone() if draw else b) for n, b in buffers.items()}, **params}
+        state = {n: (b.clone() if draw else b) for n, b in buffers.items()}
         args, kwargs = batch_inputs
-        with torch.enable_grad() if draw == 0 else torch.no_grad():
+        with torch.enable_grad() if draw == 0 and gradients else torch.no_grad():
             with recorder, calling_the_model():
                 output = call_with(model, state, args, kwargs, step)
             if draw == 0:
                 first = recorder
-                if step is not None:
-                    loss = loss_in(output)
-                else:
-                    loss = loss_fn(output) if loss_fn is not None else default_loss(output)
-                if isinstance(loss, torch.Tensor) and loss.requires_grad:
-                    loss.backward()
-                result.gradients = _layer_gradients(recorder.param_order, names_by_id, params)
+                if gradients:
+                    loss = loss_in(output) if step is not None else \
+                        (loss_fn(output) if loss_fn is not None else default_loss(output))
+                    grads = _gradients(loss, params)
+                    result.gradients = _layer_gradients(recorder.param_order, names_by_id, params, grads)
             else:
                 _accumulate(first.records, recorder.records)
         result.samples += batch
@@ -232,16 +227,35 @@ def _accumulate(first: list[ActivationStats], later: list[ActivationStats]) -> N
             target.unit_max = torch.maximum(target.unit_max, stats.unit_max)
 
 
-def _layer_gradients(order: list[int], names_by_id: dict[int, str],
-                     params: dict[str, torch.Tensor]) -> list[LayerGradient]:
-    by_id = {id(t): t for t in params.values()}
+def _gradients(loss, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """d loss / d parameter, without touching any ``.grad`` (the user's model is read, never changed)."""
+    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+        return {}
+    trainable = [(name, p) for name, p in params.items() if p.requires_grad]
+    try:
+        grads = torch.autograd.grad(loss, [p for _, p in trainable], allow_unused=True)
+    except RuntimeError:   # a reentrant checkpoint only supports backward(): keep and restore .grad
+        saved = [(p, p.grad) for _, p in trainable]
+        for p, _ in saved:
+            p.grad = None
+        try:
+            loss.backward()
+            grads = [p.grad for _, p in trainable]
+        finally:
+            for p, grad in saved:
+                p.grad = grad
+    return {name: grad for (name, _), grad in zip(trainable, grads) if grad is not None}
+
+
+def _layer_gradients(order: list[int], names_by_id: dict[int, str], params: dict[str, torch.Tensor],
+                     grads: dict[str, torch.Tensor]) -> list[LayerGradient]:
     layers = []
     for tensor_id in order:
-        tensor = by_id[tensor_id]
-        if tensor.ndim < 2 or not tensor.requires_grad or tensor.grad is None:
-            continue
         name = names_by_id[tensor_id]
+        tensor, grad = params[name], grads.get(name)
+        if tensor.ndim < 2 or grad is None:
+            continue
         layers.append(LayerGradient(param=name, module=name.rpartition(".")[0],
-                                    grad_norm=float(tensor.grad.float().norm()),
+                                    grad_norm=float(grad.float().norm()),
                                     weight_norm=float(tensor.detach().float().norm())))
     return layers

@@ -48,6 +48,9 @@ class Rule:
             merged[key] = _option_value(self, key, merged[key], value)
         self.config = merged
 
+    # Whether the rule reads the probe pass's layer gradients (a backward pass with real weights).
+    probe_gradients: ClassVar[bool] = False
+
     def check(self, graph: "ModelGraph") -> Iterable[Finding]:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -62,6 +62,21 @@ def loss_in(value: Any) -> torch.Tensor | None:
     return found if isinstance(found, torch.Tensor) else None
 
 
+# Turning a tensor into a Python value: on the meta device there is no value to give.
+VALUE_READS = frozenset({"item", "tolist", "__bool__", "__int__", "__float__", "__index__"})
+
+
+def meta_value(name: str, tensor: torch.Tensor) -> Any:
+    """What a value read of a meta tensor stands in for (no value exists; the gradient is cut
+    either way): True for a condition, 1 for a number, a list of ones for ``tolist``."""
+    if name == "__bool__":
+        return True
+    one = 1.0 if tensor.is_floating_point() and name in ("item", "tolist", "__float__") else 1
+    if name == "tolist":
+        return torch.full(tensor.shape, one).tolist() if tensor.dim() else one
+    return float(one) if name == "__float__" else one
+
+
 def default_loss(output: Any) -> torch.Tensor | None:
     """The model's own loss when its output carries one (``output.loss``, computed from ``labels``);
     otherwise what DistributedDataParallel assumes: every floating-point output tensor feeds the loss."""

@@ -182,12 +182,12 @@ def _dead_relus(mg: ModelGraph) -> frozenset[str]:
     Nothing passes them, forward or backward, and the layers feeding them get no gradient to
     move them out of it: dead at init, for good (needs real weights; uses the shared probe).
     """
-    if not mg.has_weights:
-        return frozenset()
+    nodes = probe_nodes(mg)
+    if not mg.has_weights or not any(kind in RELU_FAMILY for _, kind, _ in nodes):
+        return frozenset()   # no ReLU to be dead: no probe pass
     result = probe(mg)
     if result.error:
         return frozenset()
-    nodes = probe_nodes(mg)
     return frozenset(node for stats in result.activations
                      if stats.kind in RELU_FAMILY and stats.dead_fraction == 1.0
                      and (node := nodes.get((stats.module, stats.kind, stats.occurrence))) is not None)

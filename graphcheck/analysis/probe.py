@@ -24,4 +24,4 @@ def probe_if_run(graph: ModelGraph) -> Probe | None:
 def _probe(graph: ModelGraph) -> Probe:
     from graphcheck.probing import run_probe
     return run_probe(graph.model, graph.inputs, graph.loss_fn, train=graph.mode == "train",
-                     kwargs=graph.kwargs, step=graph.step)
+                     kwargs=graph.kwargs, step=graph.step, gradients=graph.probe_gradients)

@@ -44,6 +44,7 @@ class Structure:
         self.merges = {n for n in self.active if self._is_merge(n)}
         self._static_reversed = self.view.subgraph(weight_like).reverse(copy=False)
         self.layers: dict[str, Layer] = {}
+        self._param_order = {name: index for index, name in enumerate(mg.parameters)}
         for node in self.active:
             data = graph.nodes[node]
             if data.get("kind") != "op" or node in self.norms or data.get("target") in ELEMENTWISE_WITH_PARAM:
@@ -69,7 +70,7 @@ class Structure:
         data = graph.nodes[node]
         channel_first = data.get("target") in CHANNEL_FIRST or data.get("module_type") in CHANNEL_FIRST \
             and data.get("module_call")
-        order = {name: index for index, name in enumerate(self.mg.parameters)}
+        order = self._param_order
         weights = [p for p in graph.predecessors(node) if p in weight_like]
         params = sorted({graph.nodes[p]["param"] for p in reachable(self._static_reversed, weights)
                          if graph.nodes[p].get("kind") == "parameter"}, key=lambda n: order.get(n, 0))

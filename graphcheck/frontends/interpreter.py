@@ -14,7 +14,7 @@ from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.indexing import bool_flags, describe_index, describe_piece
 from graphcheck.frontends.patches import set_grad_enabled_op
 from graphcheck.ops import SPLITS
-from graphcheck.running import inputs_on, op_name, tensors_in
+from graphcheck.running import VALUE_READS, inputs_on, meta_value, op_name, tensors_in
 from graphcheck.sources import location_from_stack_trace
 
 
@@ -70,9 +70,8 @@ class GraphInterpreter(fx.Interpreter):
 
     def call_method(self, target, args, kwargs):
         args, kwargs = self._on_execution_device(args, kwargs)
-        if target in ("item", "tolist") and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            # A meta tensor has no value; the op cuts the gradient either way.
-            return 1.0 if args[0].is_floating_point() else 1
+        if target in VALUE_READS and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return meta_value(target, args[0])
         return super().call_method(target, args, kwargs)
 
     def run_node(self, node: fx.Node) -> Any:

@@ -241,6 +241,7 @@ class DeadReluAtInit(_ProbeActivationRule):
 
 class _GradientGainRule(Rule):
     needs_weights = True
+    probe_gradients = True
     severity = Severity.WARNING
 
     def check(self, graph: ModelGraph) -> Iterable[Finding]:

@@ -108,22 +108,32 @@ class Bottleneck(Rule):
         """Runs of consecutive narrow layers, each with the widest layer before and after it."""
         ratio, min_width = self.config["ratio"], self.config["min-width"]
         narrow: list[tuple[int, tuple[int, Layer], tuple[int, Layer]]] = []
+        widths = [[(w, item) for w in (item.width_in, item.width_out) if w] for item in chain]
+        # The widest width before / after each position: a layer with nothing wide enough on
+        # one side is skipped without a scan, so a uniform stack costs one pass, not n^2.
+        widest_up_to, widest = [], 0
+        for pairs in widths:
+            widest_up_to.append(widest)
+            widest = max([widest] + [w for w, _ in pairs])
+        widest_from, widest = [0] * len(chain), 0
+        for index in range(len(chain) - 1, -1, -1):
+            widest_from[index] = widest
+            widest = max([widest] + [w for w, _ in widths[index]])
         for index, layer in enumerate(chain[:-1]):   # the last layer produces the output
             width = layer.width_out
             if width is None:
                 continue
-            before = [(w, item) for item in chain[:index] for w in (item.width_in, item.width_out) if w]
+            # A wider layer qualifies when it is ``ratio`` times wider, or wider than ``min-width``
+            # while this one is at most that: both say "wider than a threshold".
+            threshold = min(width * ratio, min_width if width <= min_width else float("inf"))
+            own = layer.width_in or 0
+            if max(widest_up_to[index], own) <= threshold or widest_from[index] <= threshold:
+                continue
+            before = [pair for item in widths[:index] for pair in item]
             if layer.width_in:
                 before.append((layer.width_in, layer))
-            after = [(w, item) for item in chain[index + 1:] for w in (item.width_in, item.width_out) if w]
-            if not before or not after:
-                continue
-
-            def qualifies(pair, width=width):
-                return pair[0] > width * ratio or (width <= min_width < pair[0])
-            # Report the nearest layer on each side that is wide enough to make this a bottleneck.
-            widest_before = next((pair for pair in reversed(before) if qualifies(pair)), None)
-            widest_after = next((pair for pair in after if qualifies(pair)), None)
+            widest_before = next((pair for pair in reversed(before) if pair[0] > threshold), None)
+            widest_after = next((pair for item in widths[index + 1:] for pair in item if pair[0] > threshold), None)
             if widest_before and widest_after:
                 narrow.append((index, widest_before, widest_after))
         group: list = []
