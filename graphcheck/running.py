@@ -63,7 +63,17 @@ def loss_in(value: Any) -> torch.Tensor | None:
 
 
 # Turning a tensor into a Python value: on the meta device there is no value to give.
-VALUE_READS = frozenset({"item", "tolist", "__bool__", "__int__", "__float__", "__index__"})
+# ``item`` / ``tolist`` results only feed arithmetic (the cut is what matters); a condition
+# (``bool``) decides the path, so it is stood in only when no real values exist (``--meta``):
+# with real weights the CPU run takes the path the model really takes.
+VALUE_READS = frozenset({"item", "tolist"})
+CONDITION_READS = frozenset({"__bool__", "__int__", "__float__", "__index__"})
+
+
+def stands_in(name: str, tensor: Any, real_weights: bool) -> bool:
+    """Whether a value read of ``tensor`` on the meta device gets a stand-in value."""
+    return isinstance(tensor, torch.Tensor) and tensor.is_meta and (
+        name in VALUE_READS or (name in CONDITION_READS and not real_weights))
 
 
 def meta_value(name: str, tensor: torch.Tensor) -> Any:

@@ -58,7 +58,13 @@ def _symbolic_trace(model: torch.nn.Module, concrete_args: dict | None) -> tuple
         with preserved(model):
             with custom_autograd_functions(refuse_custom_functions):
                 graph = GradModeTracer().trace(model, concrete_args=concrete_args)
-        return fx.GraphModule(model, graph), graph
+            # The tracer stores tensors made in forward (``torch.zeros(8)``) as constants on the root.
+            constants = {node.target: getattr(model, node.target) for node in graph.nodes
+                         if node.op == "get_attr" and str(node.target).startswith("_tensor_constant")}
+        with preserved(model):   # the GraphModule copies them; the model does not keep them
+            for name, value in constants.items():
+                setattr(model, name, value)
+            return fx.GraphModule(model, graph), graph
     except Exception as exc:
         raise FrontendError(f"torch.fx.symbolic_trace failed: {type(exc).__name__}: {first_line(exc)}",
                             kind="trace") from exc

@@ -14,7 +14,7 @@ from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.indexing import bool_flags, describe_index, describe_piece
 from graphcheck.frontends.patches import set_grad_enabled_op
 from graphcheck.ops import SPLITS
-from graphcheck.running import VALUE_READS, inputs_on, meta_value, op_name, tensors_in
+from graphcheck.running import inputs_on, meta_value, op_name, stands_in, tensors_in
 from graphcheck.sources import location_from_stack_trace
 
 
@@ -70,7 +70,7 @@ class GraphInterpreter(fx.Interpreter):
 
     def call_method(self, target, args, kwargs):
         args, kwargs = self._on_execution_device(args, kwargs)
-        if target in VALUE_READS and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+        if args and stands_in(target, args[0], self.builder.table.real):
             return meta_value(target, args[0])
         return super().call_method(target, args, kwargs)
 

@@ -13,7 +13,8 @@ from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.indexing import bool_flags, describe_index
 from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import custom_autograd_functions
-from graphcheck.running import VALUE_READS, batch_of, inputs_on, loss_in, meta_value, module_stack, op_name, swapped_parameters, tensors_in
+from graphcheck.running import (batch_of, inputs_on, loss_in, meta_value, module_stack, op_name, stands_in,
+                                swapped_parameters, tensors_in)
 from graphcheck.sources import calling_the_model, location_here, short_location
 
 
@@ -76,7 +77,7 @@ class _Recorder(TorchFunctionMode):
         if is_attribute and name not in self._ATTRIBUTES:
             return func(*args, **kwargs)
         before = {id(t): t.grad_fn for t in tensors_in((args, kwargs))}
-        if name in VALUE_READS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+        if args and stands_in(name, args[0], self.builder.table.real):
             value = meta_value(name, args[0])
         else:
             value = func(*args, **kwargs)
