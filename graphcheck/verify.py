@@ -247,8 +247,10 @@ def _describe(v: Verification) -> str:
             text += f"; not reported because of --select/--ignore/ignore-parameters: {_names(v.unreported)}"
         return text
     return ("graphcheck and autograd disagree about which parameters get no gradient "
-            f"(checked with {how}). This is a bug in graphcheck: please report it with this "
-            "message and the model. "
+            f"(checked with {how}). Parameters missed because their gradient depends on the values "
+            "(a condition never true for these inputs, `min`/`max` selecting one branch, exact "
+            "cancellation) are a known limit of the static analysis (docs/limitations.md); anything "
+            "else is a bug in graphcheck: please report it with this message and the model. "
             f"Autograd leaves without gradient: {_names(v.autograd)}. "
             f"graphcheck says: {_names(v.graphcheck)}. "
             f"Missed by graphcheck: {_names(v.missed)}. "

@@ -106,6 +106,8 @@ class _RandomTaint(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         value = func(*args, **kwargs)
+        if not self.tainted and getattr(func, "__name__", "") not in RANDOM_OPS:
+            return value   # nothing drawn at random yet: the common case costs one lookup
         name = op_name(func)
         if name in RANDOM_OPS:
             origin = name
