@@ -111,10 +111,15 @@ def test_verify_catches_what_the_static_analysis_misses(workdir, spec):
     outcome = CliRunner().invoke(cli, args)
     target = json.loads(outcome.stdout)["targets"][0]
     expected = _oracle(path, spec.has_loss)
+    verification = target["verification"]
     if outcome.exit_code == 0:
         assert _gc1(target["findings"]) == expected
     else:
-        assert outcome.exit_code == 2 and target["verification"]["status"] == "disagree", outcome.output
+        assert outcome.exit_code == 2 and verification["status"] == "disagree", outcome.output
+    # --verify's own autograd set is the oracle's, and its two sets explain the difference exactly.
+    assert set(verification["autograd"]) == expected, outcome.output
+    assert set(verification["missed"]) == expected - _gc1(target["findings"])
+    assert set(verification["spurious"]) == _gc1(target["findings"]) - expected
 
 
 @pytest.mark.parametrize("frontend", ["export", "autograd"])
