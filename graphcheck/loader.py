@@ -214,7 +214,12 @@ def load_step(spec: str) -> Callable:
 
 
 def parse_input_shapes(shapes: list[str] | tuple[str, ...]) -> tuple:
-    import torch
+    if not shapes:
+        return ()
+    import warnings
+    with warnings.catch_warnings():   # torch's import warns when NumPy is missing; the CLI prints its report only
+        warnings.simplefilter("ignore")
+        import torch
     inputs = []
     for text in shapes:
         try:

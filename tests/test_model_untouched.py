@@ -152,3 +152,14 @@ def test_a_failing_model_with_shared_modules_gets_its_own_error_and_keeps_its_we
     assert result.status == "error"
     assert "fails on the example inputs" in result.error and "size of tensor" in result.error
     assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+def test_without_numpy_the_first_readme_command_prints_only_its_report():
+    """A fresh `pip install torch -e .` has no NumPy: torch warns at import, graphcheck must not."""
+    code = ("import sys\nsys.modules['numpy'] = None\n"
+            f"sys.argv = ['graphcheck', {str(FIXTURES / 'params' / 'detached-parameter' / 'bad.py')!r}, '--no-config']\n"
+            "from graphcheck.cli import main\nmain()\n")
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert process.returncode == 1, process.stderr
+    assert process.stderr == ""
+    assert "7 errors" in process.stdout

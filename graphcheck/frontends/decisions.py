@@ -21,7 +21,10 @@ import sys
 import weakref
 
 import networkx as nx
-import numpy as np
+try:   # NumPy is optional: a model without it draws no NumPy randomness
+    import numpy as np
+except ImportError:
+    np = None
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -163,7 +166,7 @@ class DecisionWatch:
     def __enter__(self):
         for name in PYTHON_RANDOM:
             self._wrap_random(random, name, "random")
-        for name in NUMPY_RANDOM:
+        for name in NUMPY_RANDOM if np is not None else ():
             self._wrap_random(np.random, name, "np.random")
         watch = self
         original_setattr = torch.nn.Module.__setattr__

@@ -24,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import random
 
-import numpy as np
+try:   # NumPy is optional: a model without it draws no NumPy randomness
+    import numpy as np
+except ImportError:
+    np = None
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
@@ -85,7 +88,8 @@ def _run_once(model, canonical, alias, trainable, inputs, loss_fn, device, seed,
     run_inputs = inputs_on(inputs, device) if seed == 0 else _fresh(inputs, device, generator)
     torch.manual_seed(1000 + seed)
     random.seed(seed)
-    np.random.seed(seed)
+    if np is not None:
+        np.random.seed(seed)
     forced = _forced_draws(level) if level else contextlib.nullcontext()
     with swapped_parameters(model, tensors), torch.enable_grad(), torch.device(device), forced:
         outputs = model(*run_inputs)
@@ -115,13 +119,15 @@ def _fresh(inputs, device: str, generator: torch.Generator):
 
 @contextlib.contextmanager
 def _random_state_restored():
-    python_state, numpy_state = random.getstate(), np.random.get_state()
+    python_state = random.getstate()
+    numpy_state = np.random.get_state() if np is not None else None
     with torch.random.fork_rng(devices=[]):
         try:
             yield
         finally:
             random.setstate(python_state)
-            np.random.set_state(numpy_state)
+            if np is not None:
+                np.random.set_state(numpy_state)
 
 
 _EPS = 1e-6
@@ -216,7 +222,7 @@ def _forced_draws(level: str):
     with contextlib.ExitStack() as stack:
         for name, replacement in _python_draws(high).items():
             stack.enter_context(patched_attribute(random, name, replacement))
-        for name, replacement in _numpy_draws(high).items():
+        for name, replacement in (_numpy_draws(high).items() if np is not None else ()):
             stack.enter_context(patched_attribute(np.random, name, replacement))
         stack.enter_context(_ForcedTorchDraws(high))
         yield
