@@ -177,3 +177,30 @@ def test_switch_transformers_experts_without_tokens_are_gc105():
     experts = {n for n, _ in model.named_parameters() if ".experts." in n}
     assert experts and sometimes <= experts and not (never & experts)
     assert _codes(result) == {"GC105"}
+
+
+class _KeywordStochasticDepth(torch.nn.Module):
+    """Called with a keyword batch, as `model(**batch)`; a block skipped at random."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Linear(4, 4)
+        self.maybe = torch.nn.Linear(4, 4)
+
+    def forward(self, features, scale=None):
+        h = self.first(features)
+        if random.random() < 0.5:
+            h = h + self.maybe(h)
+        return h * (scale if scale is not None else 1.0)
+
+
+@pytest.mark.parametrize("how", ["kwargs", "step"])
+def test_other_executions_follow_keyword_batches_and_steps(how):
+    model, batch = _KeywordStochasticDepth(), {"features": torch.randn(3, 4), "scale": torch.ones(1)}
+    if how == "kwargs":
+        result = graphcheck.check(model, batch)
+    else:
+        result = graphcheck.check(model, batch, step=lambda m, b: m(**b).pow(2).mean())
+    assert result.status == "ok", result.error
+    assert result.conditionally_used_parameters() == {"maybe.weight", "maybe.bias"}
+    assert result.parameters_without_gradient() == set()

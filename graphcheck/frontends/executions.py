@@ -35,7 +35,8 @@ from torch.utils import _pytree as pytree
 from graphcheck.frontends.builder import compute_loss
 from graphcheck.frontends.decisions import patched_attribute
 from graphcheck.model_graph import ExecutionSample, ModelGraph
-from graphcheck.running import canonical_parameters, inputs_on, op_name, preserved, swapped_parameters, tensors_in
+from graphcheck.running import (batch_of, canonical_parameters, inputs_on, loss_in, op_name, preserved,
+                                swapped_parameters, tensors_in)
 
 SEEDS = 4                     # executions under their own seed; seed 0 runs the example inputs
 INPUT_SEEDS = 8               # as many when forward decides on input values (routing, branches)
@@ -58,8 +59,8 @@ def sample_executions(mg: ModelGraph, train: bool | None = None) -> ExecutionSam
             got = None
             for device in devices:
                 try:
-                    got = _run_once(model, canonical, alias, trainable, tuple(mg.inputs), mg.loss_fn,
-                                    device, seed, level)
+                    got = _run_once(model, canonical, alias, trainable, (tuple(mg.inputs), dict(mg.kwargs)),
+                                    mg.loss_fn, mg.step, device, seed, level)
                     break
                 except Exception:   # an execution that cannot run says nothing; the next one may
                     continue
@@ -72,7 +73,8 @@ def sample_executions(mg: ModelGraph, train: bool | None = None) -> ExecutionSam
     return sample
 
 
-def _run_once(model, canonical, alias, trainable, inputs, loss_fn, device, seed, level) -> set[str]:
+def _run_once(model, canonical, alias, trainable, inputs, loss_fn, step, device, seed, level) -> set[str]:
+    """One execution: ``inputs`` is ``(args, kwargs)``; a training ``step`` runs instead of loss(model(...))."""
     leaves = {}
     for name, param in canonical.items():
         if device != "meta" and param.is_meta:
@@ -92,9 +94,12 @@ def _run_once(model, canonical, alias, trainable, inputs, loss_fn, device, seed,
         np.random.seed(seed)
     forced = _forced_draws(level) if level else contextlib.nullcontext()
     with swapped_parameters(model, tensors), torch.enable_grad(), torch.device(device), forced:
-        outputs = model(*run_inputs)
-        loss = compute_loss(loss_fn, outputs)
-        if loss.requires_grad:
+        args, kwargs = run_inputs
+        if step is not None:
+            loss = loss_in(step(model, batch_of(args, kwargs)))
+        else:
+            loss = compute_loss(loss_fn, model(*args, **kwargs))
+        if loss is not None and loss.requires_grad:
             loss.backward()
     return {n for n in trainable if leaves[n].grad is not None}
 
