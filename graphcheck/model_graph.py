@@ -54,7 +54,7 @@ class ParamInfo:
 class Decision:
     """A Python decision in forward that may go another way in another execution."""
 
-    kind: str                        # "random" | "input" | "state"
+    kind: str                        # "random" | "input" | "state" | "meta"
     what: str                        # the construct, for messages (``torch.rand`` turned into a bool)
     location: Location | None = None
     module: str = ""                 # qualified name of the module whose forward decides

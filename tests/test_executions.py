@@ -204,3 +204,45 @@ def test_other_executions_follow_keyword_batches_and_steps(how):
     assert result.status == "ok", result.error
     assert result.conditionally_used_parameters() == {"maybe.weight", "maybe.bias"}
     assert result.parameters_without_gradient() == set()
+
+
+class _BranchOnValue(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(4, 4)
+        self.b = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.a(x)
+        return self.b(x)
+
+
+def test_a_branch_on_a_value_meta_does_not_have_is_not_an_error():
+    """On meta (no weights) a condition has no value: graphcheck takes one side and says so,
+    then runs the other; neither branch's parameters are a GC1xx error."""
+    with torch.device("meta"):
+        model = _BranchOnValue()
+    result = graphcheck.check(model, (torch.randn(2, 4),))
+    assert result.status == "ok", result.error
+    assert result.parameters_without_gradient() == set()
+    assert result.conditionally_used_parameters() == {"a.weight", "a.bias", "b.weight", "b.bias"}
+    assert [f.code for f in result.findings] == ["GC105"]
+
+
+class _BranchOnWeights(_BranchOnValue):
+    def forward(self, x):
+        if self.a.weight.sum() > 0:   # no input involved: on meta the value is simply unknown
+            return self.a(x)
+        return self.b(x)
+
+
+def test_a_branch_on_weights_meta_does_not_have_is_named_as_such():
+    with torch.device("meta"):
+        model = _BranchOnWeights()
+    result = graphcheck.check(model, (torch.randn(2, 4),))
+    assert result.status == "ok", result.error
+    assert result.parameters_without_gradient() == set()
+    assert result.conditionally_used_parameters() == {"a.weight", "a.bias", "b.weight", "b.bias"}
+    (finding,) = [f for f in result.findings if f.code == "GC105"]
+    assert "meta device does not have" in finding.message

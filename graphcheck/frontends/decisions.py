@@ -16,6 +16,7 @@ while any frontend runs the model (``DecisionWatch``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import sys
 import weakref
@@ -58,6 +59,8 @@ def graph_decisions(mg: ModelGraph) -> list[Decision]:
     random_derived = _downstream(view, random_sources)
     input_derived = _downstream(view, [n for n, d in graph.nodes(data=True) if d.get("kind") == "input"])
     found = []
+    parameters = [n for n, d in graph.nodes(data=True) if d.get("kind") == "parameter"]
+    weight_derived = functools.lru_cache(maxsize=None)(lambda: _downstream(view, parameters))
     for node in conversions:
         data = graph.nodes[node]
         target = data["target"]
@@ -67,6 +70,11 @@ def graph_decisions(mg: ModelGraph) -> list[Decision]:
                                   data.get("location"), data.get("module") or ""))
         elif node in input_derived:
             found.append(Decision("input", f"`{target}` of a value computed from the inputs",
+                                  data.get("location"), data.get("module") or ""))
+        elif data.get("stand_in") and node in weight_derived():
+            # On meta the weights have no values: which way this goes is unknown (a condition on
+            # constants alone, such as positions from arange, is the same in every execution).
+            found.append(Decision("meta", f"`{target}` of a value the meta device does not have",
                                   data.get("location"), data.get("module") or ""))
     return found
 

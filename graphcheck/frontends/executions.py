@@ -35,8 +35,8 @@ from torch.utils import _pytree as pytree
 from graphcheck.frontends.builder import compute_loss
 from graphcheck.frontends.decisions import patched_attribute
 from graphcheck.model_graph import ExecutionSample, ModelGraph
-from graphcheck.running import (batch_of, canonical_parameters, inputs_on, loss_in, op_name, preserved,
-                                swapped_parameters, tensors_in)
+from graphcheck.running import (batch_of, canonical_parameters, inputs_on, loss_in, meta_value, op_name,
+                                preserved, stands_in, swapped_parameters, tensors_in)
 
 SEEDS = 4                     # executions under their own seed; seed 0 runs the example inputs
 INPUT_SEEDS = 8               # as many when forward decides on input values (routing, branches)
@@ -93,7 +93,10 @@ def _run_once(model, canonical, alias, trainable, inputs, loss_fn, step, device,
     if np is not None:
         np.random.seed(seed)
     forced = _forced_draws(level) if level else contextlib.nullcontext()
-    with swapped_parameters(model, tensors), torch.enable_grad(), torch.device(device), forced:
+    # On meta a condition has no value: the recorded pass stood in True; the low execution takes the other side.
+    without_values = device == "meta" and any(p.is_meta for p in canonical.values())
+    meta_values = _MetaValues(level != "low") if without_values else contextlib.nullcontext()
+    with swapped_parameters(model, tensors), torch.enable_grad(), torch.device(device), forced, meta_values:
         args, kwargs = run_inputs
         if step is not None:
             loss = loss_in(step(model, batch_of(args, kwargs)))
@@ -136,6 +139,20 @@ def _random_state_restored():
 
 
 _EPS = 1e-6
+
+
+class _MetaValues(TorchFunctionMode):
+    """Value reads of meta tensors get stand-ins: a condition is ``condition``, a number 1."""
+
+    def __init__(self, condition: bool):
+        super().__init__()
+        self.condition = condition
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = op_name(func)
+        if args and stands_in(name, args[0], real_weights=False):
+            return self.condition if name == "__bool__" else meta_value(name, args[0])
+        return func(*args, **(kwargs or {}))
 
 
 class _ForcedTorchDraws(TorchFunctionMode):

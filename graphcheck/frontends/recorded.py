@@ -13,7 +13,7 @@ from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.indexing import bool_flags, describe_index
 from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import custom_autograd_functions
-from graphcheck.running import (batch_of, inputs_on, loss_in, meta_value, module_stack, op_name, stands_in,
+from graphcheck.running import (CONDITION_READS, batch_of, inputs_on, loss_in, meta_value, module_stack, op_name, stands_in,
                                 swapped_parameters, tensors_in)
 from graphcheck.sources import calling_the_model, location_here, short_location
 
@@ -77,7 +77,8 @@ class _Recorder(TorchFunctionMode):
         if is_attribute and name not in self._ATTRIBUTES:
             return func(*args, **kwargs)
         before = {id(t): t.grad_fn for t in tensors_in((args, kwargs))}
-        if args and stands_in(name, args[0], self.builder.table.real):
+        stood_in = bool(args) and stands_in(name, args[0], self.builder.table.real)
+        if stood_in:
             value = meta_value(name, args[0])
         else:
             value = func(*args, **kwargs)
@@ -93,6 +94,8 @@ class _Recorder(TorchFunctionMode):
                  "flags": bool_flags(args, kwargs)}
         if (index := describe_index(name, args, kwargs)) is not None:
             extra["index"] = index
+        if stood_in and name in CONDITION_READS:
+            extra["stand_in"] = True   # a branch taken on a value meta does not have: a decision
         if torch.is_grad_enabled():
             self.region = None
         else:

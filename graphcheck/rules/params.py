@@ -217,9 +217,9 @@ class ZeroGradientParameter(_GradientRule):
                 f"so {'its gradient is' if len(params) == 1 else 'their gradients are'} identically zero")
 
 
-_KIND_ORDER = {"random": 0, "state": 1, "input": 2}
+_KIND_ORDER = {"random": 0, "state": 1, "input": 2, "meta": 3}
 _KIND_TEXT = {"random": "a random draw", "state": "state that forward itself changes",
-              "input": "the input values"}
+              "input": "the input values", "meta": "a value the meta device does not have (--meta)"}
 
 
 def _deciding(graph: ModelGraph, param: str) -> Decision | None:
