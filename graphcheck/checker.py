@@ -9,7 +9,6 @@ This is the Python API behind the command line::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fnmatch
 import os
@@ -70,7 +69,7 @@ def check(model: torch.nn.Module | str, inputs: Iterable | dict | None = None, *
         files = [target_file]
         loss, step, result.loss = _loss_and_step(model, loss, step, files)
         result.timings["build"] = time.perf_counter() - started
-        with prefer_sources(*files), _modes_restored(model):
+        with prefer_sources(*files):
             _analyse(result, model, args, kwargs, loss, step, mode=mode, mode_source=mode_source,
                      frontends=frontends, select=select, ignore=ignore, rule_options=rule_options,
                      ignore_parameters=ignore_parameters, progress=report)
@@ -112,23 +111,6 @@ def _loss_and_step(model, loss, step, files: list) -> tuple[Callable | None, Cal
 
 def _callable_name(fn) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__
-
-
-def _modes_restored(model):
-    """Give the model back with every module's own training flag (an override is for the analysis only)."""
-    if not isinstance(model, torch.nn.Module):
-        return contextlib.nullcontext()
-    return _training_flags_kept(model)
-
-
-@contextlib.contextmanager
-def _training_flags_kept(model: torch.nn.Module):
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
 
 
 def _analyse(result: TargetResult, model, args, kwargs, loss, step, *, mode, mode_source, frontends, select,

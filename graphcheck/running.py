@@ -135,6 +135,14 @@ def canonical_parameters(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor
     return canonical, alias
 
 
+def own_leaves(params: dict[str, torch.Tensor], device: str) -> dict[str, torch.nn.Parameter]:
+    """graphcheck's own leaf for every parameter: empty on meta, a copy of the values elsewhere, so a
+    backward pass fills their ``.grad`` and never the user's."""
+    return {name: torch.nn.Parameter(torch.empty_like(p, device="meta") if device == "meta" else p.detach().clone(),
+                                     requires_grad=p.requires_grad)
+            for name, p in params.items()}
+
+
 @contextlib.contextmanager
 def module_stack(model: torch.nn.Module):
     """A list that holds ``(qualified name, class name)`` of every module running right now.

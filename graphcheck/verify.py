@@ -25,8 +25,8 @@ import torch
 from torch.utils import _pytree as pytree
 
 from graphcheck.finding import name_list
-from graphcheck.running import (batch_of, call_with, canonical_parameters, default_loss, inputs_on, loss_in,
-                                preserved, swapped_parameters)
+from graphcheck.running import (batch_of, canonical_parameters, default_loss, inputs_on, loss_in, own_leaves, preserved,
+                                swapped_parameters)
 
 # Above these sizes the real-valued pass is skipped: it would allocate or compute too much.
 MAX_REAL_PARAMETERS = 50_000_000
@@ -105,14 +105,7 @@ def _buffers(model, device: str) -> dict[str, torch.Tensor]:
 
 def none_gradient_pass(model, inputs: tuple, loss_fn, device: str, step: Callable | None = None) -> set[str]:
     """Trainable parameters whose ``.grad`` is None after one backward pass on ``device``."""
-    canonical, _ = canonical_parameters(model)
-    leaves = {}
-    for name, param in canonical.items():
-        if device == "meta":
-            value = torch.empty_like(param, device="meta")
-        else:
-            value = param.detach().clone()
-        leaves[name] = torch.nn.Parameter(value, requires_grad=param.requires_grad)
+    leaves = own_leaves(canonical_parameters(model)[0], device)
     _run(model, {**_buffers(model, device), **leaves}, inputs_on(inputs, device), loss_fn, step)
     return {n for n, p in leaves.items() if p.requires_grad and p.grad is None}
 
@@ -156,8 +149,13 @@ def autograd_verdict(model, inputs: tuple, loss_fn, mode: str | None = "train",
 
     ``inputs`` is ``(args, kwargs)``: the model runs as ``model(*args, **kwargs)``, or ``step(model, batch)``.
     ``mode`` None keeps the modes the model is in (the factory's, submodules included)."""
-    if mode is not None:
-        model.train(mode == "train")
+    with preserved(model):   # an override's modes are for the check only
+        if mode is not None:
+            model.train(mode == "train")
+        return _autograd_verdict(model, inputs, loss_fn, step)
+
+
+def _autograd_verdict(model, inputs: tuple, loss_fn, step: Callable | None) -> tuple[set[str], str, bool]:
     canonical, _ = canonical_parameters(model)
     real = bool(canonical) and not any(p.is_meta for p in canonical.values())
     try:

@@ -163,3 +163,13 @@ def test_without_numpy_the_first_readme_command_prints_only_its_report():
     assert process.returncode == 1, process.stderr
     assert process.stderr == ""
     assert "7 errors" in process.stdout
+
+
+def test_a_mode_override_with_verify_leaves_every_module_in_its_own_mode():
+    from graphcheck.verify import verify_result
+    model, inputs = load_module(STATEFUL).build_model()
+    model.block.norm.eval()
+    result = graphcheck.check(model, inputs, mode="eval")
+    verify_result(result)
+    assert result.status == "ok", result.error
+    assert model.training and model.head.training and not model.block.norm.training

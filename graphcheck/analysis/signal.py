@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import networkx as nx
 
 from graphcheck.model_graph import LOSS, ModelGraph
+from graphcheck import ops
 from graphcheck.ops import SATURATING, activation_kind
-from graphcheck.ops import is_normalisation as _is_normalisation_op
 
 _ROOT = "__graphcheck_root__"
 
@@ -27,7 +27,7 @@ def is_normalisation(graph: ModelGraph, node: str) -> bool:
     data = graph.graph.nodes[node]
     if data.get("kind") != "op":
         return False
-    return _is_normalisation_op(data.get("target", ""), data.get("module_type", ""))
+    return ops.is_normalisation(data.get("target", ""), data.get("module_type", ""))
 
 
 @dataclass

@@ -36,7 +36,7 @@ from graphcheck.frontends.builder import compute_loss
 from graphcheck.frontends.decisions import patched_attribute
 from graphcheck.model_graph import ExecutionSample, ModelGraph
 from graphcheck.running import (batch_of, canonical_parameters, inputs_on, loss_in, meta_value, op_name,
-                                preserved, stands_in, swapped_parameters, tensors_in)
+                                own_leaves, preserved, stands_in, swapped_parameters, tensors_in)
 
 SEEDS = 4                     # executions under their own seed; seed 0 runs the example inputs
 INPUT_SEEDS = 8               # as many when forward decides on input values (routing, branches)
@@ -75,14 +75,11 @@ def sample_executions(mg: ModelGraph, train: bool | None = None) -> ExecutionSam
 
 def _run_once(model, canonical, alias, trainable, inputs, loss_fn, step, device, seed, level) -> set[str]:
     """One execution: ``inputs`` is ``(args, kwargs)``; a training ``step`` runs instead of loss(model(...))."""
-    leaves = {}
-    for name, param in canonical.items():
-        if device != "meta" and param.is_meta:
-            raise RuntimeError("meta parameters cannot run on the CPU")
-        # Own leaves (meta, or copies of the real values): the user's .grad is never touched, and
-        # loss.backward() works where autograd.grad does not (reentrant checkpoints).
-        source = torch.empty_like(param, device="meta") if device == "meta" else param.detach().clone()
-        leaves[name] = torch.nn.Parameter(source, requires_grad=param.requires_grad)
+    if device != "meta" and any(p.is_meta for p in canonical.values()):
+        raise RuntimeError("meta parameters cannot run on the CPU")
+    # Own leaves: the user's .grad is never touched, and loss.backward() works where
+    # autograd.grad does not (reentrant checkpoints).
+    leaves = own_leaves(canonical, device)
     tensors = {name: leaves[canon] for name, canon in alias.items()}
     for name, buf in model.named_buffers(remove_duplicate=False):
         tensors[name] = buf.to("meta") if device == "meta" else buf
