@@ -33,8 +33,10 @@ class _DefaultToCheck(click.Group):
 
 def _render_suffix(ctx, param, value):
     """Reject an image format before the analysis, as a usage error (exit 2)."""
+    if not value:
+        return value
     from graphcheck.drawing import FORMATS
-    if value and Path(value).suffix.lower() not in FORMATS:
+    if Path(value).suffix.lower() not in FORMATS:
         raise click.BadParameter(f"use a file name ending in {', '.join(FORMATS)}")
     return value
 

@@ -15,9 +15,21 @@ What it records:
 * for every trainable weight (a parameter with two or more dimensions), in the order
   forward first uses it: the norm of its gradient after ``loss.backward()``.
 
-The batch is the example inputs. Dead units need many samples, so when the batch is
-small a few more forward passes are made with floating-point inputs redrawn from a
-normal distribution with the example's mean and standard deviation.
+The passes, sized by what the selected rules need (``gradients``: GC304/GC305 read layer
+gradients; else every pass is forward only):
+
+1. the gradient pass: forward + backward on the first sample of the example batch (the
+   backward pass is the probe's dearest part). A model that fails on one sample (BatchNorm
+   on a single row) or gets no gradient at all from it (a contrastive loss over the batch)
+   runs it on the whole batch instead;
+2. the rest of the batch, forward only, when the statistics lack samples: dead units need
+   ``min_samples`` entries per unit (an MLP's features have one per sample; a convolution's
+   channels or a sequence's features one per position, so one image or sentence is plenty),
+   a saturating call's mean derivative ``MIN_ENTRIES`` entries;
+3. while still short, forward passes on floating-point inputs redrawn from a normal
+   distribution with the example's mean and standard deviation (at most ``max_draws - 1``).
+
+Activation statistics are sums over every pass; layer gradients come from the gradient pass.
 """
 
 from __future__ import annotations
@@ -41,6 +53,9 @@ MAX_PROBE_INPUT_ELEMENTS = 10_000_000
 
 MAX_PROBE_PARAMETERS = 200_000_000
 
+
+# A saturating call's mean derivative is a mean over its entries: this many give it to +-0.03.
+MIN_ENTRIES = 256
 
 # An entry counts as saturated where the derivative is below this share of the maximum.
 SATURATED_BELOW = 0.1
@@ -76,6 +91,30 @@ def _per_unit_max(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x.transpose(0, dim).reshape(x.shape[dim], -1).amax(dim=1)
 
 
+class _Sums:
+    """Running sums of one activation call's input over the probe's passes (folded per call)."""
+
+    __slots__ = ("elements", "total", "squares", "derivative", "saturated", "unit_max", "observations")
+
+    def __init__(self):
+        self.elements = 0            # entries seen
+        self.total = self.squares = 0.0
+        self.derivative = self.saturated = 0.0
+        self.unit_max: torch.Tensor | None = None
+        self.observations = 0        # entries seen per unit (samples x positions)
+
+    def fold(self, other: "_Sums") -> None:
+        self.elements += other.elements
+        self.total += other.total
+        self.squares += other.squares
+        self.derivative += other.derivative
+        self.saturated += other.saturated
+        self.observations += other.observations
+        if self.unit_max is not None and other.unit_max is not None \
+                and self.unit_max.shape == other.unit_max.shape:
+            self.unit_max = torch.maximum(self.unit_max, other.unit_max)
+
+
 class _ActivationRecorder(TorchFunctionMode):
     """Records pre-activation statistics at every saturating / ReLU-family call."""
 
@@ -84,6 +123,7 @@ class _ActivationRecorder(TorchFunctionMode):
         self.module_stack = modules
         self.param_ids = param_ids
         self.records: list[ActivationStats] = []
+        self.sums: list[_Sums] = []          # parallel to records
         self.counts: Counter = Counter()
         self.producer: dict[int, str] = {}
         self.param_order: list[int] = []
@@ -103,30 +143,63 @@ class _ActivationRecorder(TorchFunctionMode):
         first = args[0] if args else None
         if kind is not None and isinstance(first, torch.Tensor) and first.is_floating_point() \
                 and first.numel():
-            self._record(kind, name, first, module_path, module_type, scalars)
+            self._record(kind, first, module_path, module_type, scalars)
         value = func(*args, **kwargs)
         for tensor in tensors_in(value):
             self.producer[id(tensor)] = name
         return value
 
-    def _record(self, kind, name, x, module_path, module_type, scalars) -> None:
+    def _record(self, kind, x, module_path, module_type, scalars) -> None:
         unit_dim = _unit_dim(self.producer.get(id(x)), x.ndim)
         with torch.no_grad():
             x = x.detach().float()
             occurrence = self.counts[(module_path, kind)]
             self.counts[(module_path, kind)] += 1
+            units = x.shape[unit_dim] if x.ndim else 1
             stats = ActivationStats(kind=kind, module=module_path, module_type=module_type,
-                                    occurrence=occurrence, location=location_here(),
-                                    std=float(x.std()) if x.numel() > 1 else 0.0, mean=float(x.mean()),
-                                    units=x.shape[unit_dim] if x.ndim else 1, unit_dim=unit_dim)
+                                    occurrence=occurrence, location=location_here(), std=0.0, mean=0.0,
+                                    units=units, unit_dim=unit_dim)
+            sums = _Sums()
+            sums.elements, sums.observations = x.numel(), x.numel() // max(units, 1)
+            sums.total, sums.squares = float(x.sum()), float((x * x).sum())
             if kind in SATURATING:
                 low, high = (list(scalars[:2]) + [-1.0, 1.0])[:2] if kind == "hardtanh" else (-1.0, 1.0)
                 derivative = relative_derivative(kind, x, float(low), float(high))
-                stats.mean_derivative = float(derivative.mean())
-                stats.saturated_fraction = float((derivative < SATURATED_BELOW).float().mean())
+                sums.derivative = float(derivative.sum())
+                sums.saturated = float((derivative < SATURATED_BELOW).sum())
             else:
-                stats.unit_max = _per_unit_max(x, unit_dim)
+                sums.unit_max = _per_unit_max(x, unit_dim)
             self.records.append(stats)
+            self.sums.append(sums)
+
+    def fold(self, later: "_ActivationRecorder") -> None:
+        """Fold a later pass's sums into this one's calls (matched by module, kind and occurrence)."""
+        by_key = {(s.module, s.kind, s.occurrence): sums for s, sums in zip(self.records, self.sums)}
+        for stats, sums in zip(later.records, later.sums):
+            target = by_key.get((stats.module, stats.kind, stats.occurrence))
+            if target is not None:
+                target.fold(sums)
+
+    def short(self, min_samples: int) -> bool:
+        """Whether a statistic still lacks samples: a ReLU call with fewer than ``min_samples``
+        entries per unit (dead units), or a saturating call with fewer than ``MIN_ENTRIES`` entries."""
+        return any(sums.elements < MIN_ENTRIES if stats.kind in SATURATING else sums.observations < min_samples
+                   for stats, sums in zip(self.records, self.sums))
+
+    def finished(self) -> list[ActivationStats]:
+        """The records with their statistics over every folded pass."""
+        for stats, sums in zip(self.records, self.sums):
+            n = max(sums.elements, 1)
+            stats.mean = sums.total / n
+            variance = (sums.squares - sums.total * sums.total / n) / (n - 1) if n > 1 else 0.0
+            stats.std = math.sqrt(max(variance, 0.0))
+            if stats.kind in SATURATING:
+                stats.mean_derivative = sums.derivative / n
+                stats.saturated_fraction = sums.saturated / n
+            elif sums.unit_max is not None:
+                stats.unit_max = sums.unit_max
+                stats.dead_fraction = float((sums.unit_max < 0).float().mean())
+        return self.records
 
 
 def _redraw(inputs: tuple, generator: torch.Generator) -> tuple:
@@ -146,11 +219,16 @@ def _batch_size(inputs: tuple) -> int:
     return 1
 
 
+def _samples(inputs: tuple, start: int, stop: int, batch: int) -> tuple:
+    """Samples ``start:stop`` of the batch: every tensor whose first dimension is the batch's, sliced."""
+    return pytree.tree_map(lambda leaf: leaf[start:stop] if isinstance(leaf, torch.Tensor) and leaf.ndim
+                           and leaf.shape[0] == batch else leaf, inputs)
+
+
 def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None, *,
               train: bool = True, kwargs: dict | None = None, step: Callable | None = None,
-              gradients: bool = True,
-              min_samples: int = 16, max_draws: int = 4) -> Probe:
-    """One forward + backward on the example inputs (plus forward-only redraws for dead units)."""
+              gradients: bool = True, min_samples: int = 16, max_draws: int = 4) -> Probe:
+    """The probe's passes over the example inputs (see the module docstring for the plan)."""
     result = Probe()
     if model is None or any(p.is_meta for p in model.parameters()):
         result.error = "the model has no real weights"
@@ -164,67 +242,87 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
                         "elements) are too large for a CPU probe pass")
         return result
     inputs, kwargs = inputs_on((tuple(inputs), kwargs), "cpu")
-    batch = max(_batch_size((inputs, kwargs)), 1)
-    draws = max(1, min(max_draws, math.ceil(min_samples / batch)))
-    if step is not None or not any(t.is_floating_point() for t in tensors_in((inputs, kwargs))):
-        draws = 1   # nothing to redraw (token ids), or a training step: one pass
     # The model's own parameters: gradients are taken with autograd.grad, so neither their
     # values nor their .grad change, and no copy of the weights is made.
     params, _ = canonical_parameters(model)
     names_by_id = {id(tensor): name for name, tensor in params.items()}
     buffers = {name: buf.detach().clone() for name, buf in model.named_buffers(remove_duplicate=False)}
+    plan = _Plan(model, loss_fn, step, params, names_by_id, buffers, gradients, result)
     try:
         with preserved(model), module_stack(model) as stack:
             if model.training != train:
                 model.train(train)
-            first = _draws(model, (inputs, kwargs), loss_fn, step, params, names_by_id, buffers, draws, batch, stack,
-                           result, gradients)
+            plan.stack = stack
+            first = plan.run((inputs, kwargs), min_samples, max_draws)
     except Exception as exc:   # user code (model or loss) failing on the CPU: no probe findings
         result.error = f"{type(exc).__name__}: {exc}"
         return result
-    for stats in first.records if first else []:
-        if stats.unit_max is not None:
-            stats.dead_fraction = float((stats.unit_max < 0).float().mean())
-    result.activations = first.records if first else []
+    result.activations = first.finished()
     return result
 
 
-def _draws(model, inputs, loss_fn, step, params, names_by_id, buffers, draws, batch, stack,
-           result: Probe, gradients: bool) -> "_ActivationRecorder | None":
-    """The probe's passes: forward (+ backward when ``gradients``) on the example, forward-only on redrawn inputs."""
-    generator = torch.Generator().manual_seed(0)
-    first: _ActivationRecorder | None = None
-    for draw in range(draws):
-        batch_inputs = inputs if draw == 0 else _redraw(inputs, generator)
-        recorder = _ActivationRecorder(stack, set(names_by_id))
-        stack.clear()
-        state = {n: (b.clone() if draw else b) for n, b in buffers.items()}
-        args, kwargs = batch_inputs
-        with torch.enable_grad() if draw == 0 and gradients else torch.no_grad():
+class _Plan:
+    """The probe's passes: the gradient pass, then forward-only passes until the statistics have samples."""
+
+    def __init__(self, model, loss_fn, step, params, names_by_id, buffers, gradients, result: Probe):
+        self.model, self.loss_fn, self.step = model, loss_fn, step
+        self.params, self.names_by_id, self.buffers = params, names_by_id, buffers
+        self.gradients, self.result = gradients, result
+        self.stack: list = []
+
+    def run(self, batch: tuple, min_samples: int, max_draws: int) -> _ActivationRecorder:
+        size = max(_batch_size(batch), 1)
+        first = None
+        if self.gradients and size > 1:
+            # The backward pass is the probe's dearest part: it runs on the first sample. A model
+            # whose loss needs the whole batch (it fails on one sample, or gives no gradient at all,
+            # as a contrastive loss does) gets the whole batch instead.
+            try:
+                first = self._pass(_samples(batch, 0, 1, size), 1, gradients=True)
+            except Exception:
+                first = None
+            if first is not None and not any(layer.grad_norm > 0 for layer in self.result.gradients):
+                first = None
+            if first is not None and first.short(min_samples):
+                self._fold(first, _samples(batch, 1, size, size), size - 1, required=False)
+        if first is None:
+            self.result.samples = self.result.draws = 0
+            first = self._pass(batch, size, gradients=self.gradients)
+        floating = self.step is None and any(t.is_floating_point() for t in tensors_in(batch))
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(max_draws - 1):
+            if not floating or not first.short(min_samples):
+                break
+            # Dead units need many samples: more forward passes on inputs redrawn like the example.
+            self._fold(first, _redraw(batch, generator), size, required=True)
+        return first
+
+    def _fold(self, first: _ActivationRecorder, batch: tuple, samples: int, *, required: bool) -> None:
+        try:
+            later = self._pass(batch, samples, gradients=False)
+        except Exception:
+            if required:
+                raise
+            return   # the rest of the batch alone (one sample under BatchNorm): fewer samples, no error
+        first.fold(later)
+
+    def _pass(self, batch: tuple, samples: int, *, gradients: bool) -> _ActivationRecorder:
+        recorder = _ActivationRecorder(self.stack, set(self.names_by_id))
+        self.stack.clear()
+        state = {n: b.clone() for n, b in self.buffers.items()}
+        args, kwargs = batch
+        with torch.enable_grad() if gradients else torch.no_grad():
             with recorder, calling_the_model():
-                output = call_with(model, state, args, kwargs, step)
-            if draw == 0:
-                first = recorder
-                if gradients:
-                    loss = loss_in(output) if step is not None else \
-                        (loss_fn(output) if loss_fn is not None else default_loss(output))
-                    grads = _gradients(loss, params)
-                    result.gradients = _layer_gradients(recorder.param_order, names_by_id, params, grads)
-            else:
-                _accumulate(first.records, recorder.records)
-        result.samples += batch
-        result.draws += 1
-    return first
-
-
-def _accumulate(first: list[ActivationStats], later: list[ActivationStats]) -> None:
-    """Fold a redraw's per-unit maxima into the first draw's records (same call order)."""
-    by_key = {(s.module, s.kind, s.occurrence): s for s in first}
-    for stats in later:
-        target = by_key.get((stats.module, stats.kind, stats.occurrence))
-        if target is not None and target.unit_max is not None and stats.unit_max is not None \
-                and target.unit_max.shape == stats.unit_max.shape:
-            target.unit_max = torch.maximum(target.unit_max, stats.unit_max)
+                output = call_with(self.model, state, args, kwargs, self.step)
+            if gradients:
+                loss = loss_in(output) if self.step is not None else \
+                    (self.loss_fn(output) if self.loss_fn is not None else default_loss(output))
+                grads = _gradients(loss, self.params)
+                self.result.gradients = _layer_gradients(recorder.param_order, self.names_by_id,
+                                                         self.params, grads)
+        self.result.samples += samples
+        self.result.draws += 1
+        return recorder
 
 
 def _gradients(loss, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

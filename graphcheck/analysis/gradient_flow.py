@@ -27,6 +27,7 @@ from graphcheck.analysis.index_ranges import dropped_operands, written_in_place
 from graphcheck.analysis.paths import location_on_path
 from graphcheck.analysis.probe import probe
 from graphcheck.analysis.signal import probe_nodes
+from graphcheck.analysis.weights import value_facts
 from graphcheck.finding import Location
 from graphcheck.model_graph import LOSS, ModelGraph
 from graphcheck.ops import (AFFINE_MODULES, AFFINE_NORM_FUNCTIONS, AFFINE_NORM_MODULES, BATCH_NORM_FUNCTIONS,
@@ -166,14 +167,8 @@ def _zero_valued_params(mg: ModelGraph) -> set[str]:
     """Parameters whose values are all zero (needs real weights); frozen ones stay zero for good."""
     if mg.model is None or not mg.has_weights:
         return set()
-    named = dict(mg.model.named_parameters())
-    zero = set()
-    for name, info in mg.parameters.items():
-        tensor = named.get(name)
-        if tensor is not None and not tensor.is_meta and tensor.numel() \
-                and not bool(tensor.detach().any()):
-            zero.add(name)
-    return zero
+    facts = value_facts(mg)
+    return {name for name in mg.parameters if name in facts and facts[name].zero}
 
 
 def _dead_relus(mg: ModelGraph) -> frozenset[str]:

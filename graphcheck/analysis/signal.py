@@ -65,19 +65,44 @@ def bypassed(graph: ModelGraph, op: str) -> bool:
 
 
 class Bypasses:
-    """Which ops a skip connection goes around; settled per op on first question, then kept."""
+    """Which ops a skip connection goes around, for every op at once, in linear time.
+
+    ``op`` is bypassed when a node upstream of it reaches the loss on a path that avoids it.
+    For an op that reaches the loss: the nodes whose every path to the loss passes ``op`` are
+    its subtree S in the post-dominator tree (rooted at the loss); S holds every ancestor of
+    ``op`` exactly when no edge enters S from outside. An edge (a, b) enters the subtrees of
+    the tree nodes from ``b`` up to, not including, the lowest common ancestor of ``a`` and
+    ``b``: +1 at ``b``, -1 at that ancestor, and a subtree sum above zero marks the op. An op
+    that does not reach the loss is bypassed when some node upstream of it does.
+    """
 
     def __init__(self, graph: ModelGraph):
-        self.flow = activation_flow(graph).flow
-        self._known: dict[str, bool] = {}
+        flow = activation_flow(graph).flow
+        self._bypassed: set[str] = set()
+        if LOSS not in flow:
+            return
+        post = nx.immediate_dominators(flow.reverse(copy=False), LOSS)
+        tree = nx.DiGraph((parent, node) for node, parent in post.items() if node != LOSS)
+        tree.add_node(LOSS)
+        entering = [(a, b) for a, b in flow.edges if b in post]
+        marks: dict[str, int] = defaultdict(int)
+        for (_, b), common in nx.tree_all_pairs_lowest_common_ancestor(tree, LOSS, entering):
+            marks[b] += 1
+            marks[common] -= 1
+        for node in nx.dfs_postorder_nodes(tree, LOSS):
+            total = marks[node] + sum(marks[child] for child in tree.successors(node))
+            marks[node] = total
+            if total > 0:
+                self._bypassed.add(node)
+        # Ops that do not reach the loss, upstream ones first: is some node above them on a way to it?
+        above: set[str] = set()
+        for node in nx.topological_sort(flow):
+            if node not in post and any(p in post or p in above for p in flow.predecessors(node)):
+                above.add(node)
+        self._bypassed |= above
 
     def bypassed(self, op: str) -> bool:
-        if op not in self._known:
-            flow = self.flow
-            upstream = nx.ancestors(flow, op) if op in flow and LOSS in flow else set()
-            self._known[op] = bool(upstream) and bool(
-                upstream & nx.ancestors(nx.restricted_view(flow, [op], []), LOSS))
-        return self._known[op]
+        return op in self._bypassed
 
 
 def on_main_path(graph: ModelGraph, param: str) -> bool:

@@ -10,7 +10,7 @@ import networkx as nx
 
 from graphcheck.analysis.gradient_flow import analyse
 from graphcheck.analysis.signal import bypassed, is_normalisation, node_activation
-from graphcheck.analysis.weights import WeightUse, parameter_values, weight_uses
+from graphcheck.analysis.weights import WeightUse, parameter_values, value_facts, weight_uses
 from graphcheck.finding import Finding, Location, Severity, fmt, name_list
 from graphcheck.model_graph import LOSS, ModelGraph
 from graphcheck.ops import RIGHT_OPERAND, SATURATING, is_relu_like
@@ -18,10 +18,6 @@ from graphcheck.registry import Rule, register
 
 if TYPE_CHECKING:
     import torch
-
-
-def _is_constant(tensor: torch.Tensor) -> bool:
-    return tensor.numel() > 0 and bool((tensor == tensor.reshape(-1)[0]).all())
 
 
 def _location(graph: ModelGraph, use: WeightUse) -> Location | None:
@@ -76,13 +72,12 @@ class ZeroInitialisedWeight(Rule):
     needs_weights = True
 
     def check(self, graph: ModelGraph) -> Iterable[Finding]:
-        values = parameter_values(graph)
+        facts = value_facts(graph)
         verdicts = analyse(graph)
         grad_view = graph.grad_view()
         data_view = graph.data_view()
         for use in weight_uses(graph):
-            weight = values.get(use.param)
-            if weight is None or bool(weight.any()) or verdicts.get(use.param) is None \
+            if use.param not in facts or not facts[use.param].zero or verdicts.get(use.param) is None \
                     or verdicts[use.param].kind == "zero" or use.x is None or bypassed(graph, use.op):
                 continue
             upstream = [graph.graph.nodes[n]["param"] for n in nx.ancestors(data_view, use.x) | {use.x}
@@ -163,18 +158,18 @@ class SymmetricInitialisation(Rule):
     needs_weights = True
 
     def check(self, graph: ModelGraph) -> Iterable[Finding]:
-        values = parameter_values(graph)
+        values, facts = parameter_values(graph), value_facts(graph)
         verdicts = analyse(graph)
         uses = weight_uses(graph)
         uses_by_op = {use.op: use for use in uses}
         flagged = []
         for use in uses:
             weight = values.get(use.param)
-            if weight is None or weight.shape[use.out_dim] < 2 or not _is_constant(weight) \
+            if weight is None or weight.shape[use.out_dim] < 2 or not facts[use.param].constant \
                     or (verdicts.get(use.param) and verdicts[use.param].kind == "zero"):
                 continue
             bias = values.get(use.bias) if use.bias else None
-            if bias is not None and not _is_constant(bias):
+            if bias is not None and not facts[use.bias].constant:
                 continue
             following = _downstream_affine(graph, use.op, uses_by_op)
             if not following:
@@ -275,14 +270,14 @@ class BadlyScaledInitialisation(Rule):
     options = {"max-factor": 10.0}
 
     def check(self, graph: ModelGraph) -> Iterable[Finding]:
-        values = parameter_values(graph)
+        values, facts = parameter_values(graph), value_facts(graph)
         uses = weight_uses(graph)
         uses_by_op = {use.op: use for use in uses}
         limit = self.config["max-factor"]
         flagged, seen = [], set()
         for use in uses:
             weight = values.get(use.param)
-            if weight is None or use.param in seen or weight.numel() < 2 or _is_constant(weight) \
+            if weight is None or use.param in seen or weight.numel() < 2 or facts[use.param].constant \
                     or not graph.parameters[use.param].requires_grad:
                 continue
             seen.add(use.param)
