@@ -38,7 +38,6 @@ class LayerGradient:
     param: str
     module: str
     grad_norm: float
-    weight_norm: float
 
 
 @dataclass

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -227,8 +227,14 @@ def _samples(inputs: tuple, start: int, stop: int, batch: int) -> tuple:
 
 def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None, *,
               train: bool = True, kwargs: dict | None = None, step: Callable | None = None,
-              gradients: bool = True, min_samples: int = 16, max_draws: int = 4) -> Probe:
-    """The probe's passes over the example inputs (see the module docstring for the plan)."""
+              gradients: bool = True, weights: Collection[str] | None = None,
+              min_samples: int = 16, max_draws: int = 4) -> Probe:
+    """The probe's passes over the example inputs (see the module docstring for the plan).
+
+    ``weights`` limits the gradient pass to the layer weights the rules compare (None: every
+    weight with two or more dimensions); autograd then skips what only others need (an
+    embedding table's backward). With ``gradients`` false, or no such weight, no backward runs.
+    """
     result = Probe()
     if model is None or any(p.is_meta for p in model.parameters()):
         result.error = "the model has no real weights"
@@ -246,8 +252,11 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
     # values nor their .grad change, and no copy of the weights is made.
     params, _ = canonical_parameters(model)
     names_by_id = {id(tensor): name for name, tensor in params.items()}
+    wanted = {name: p for name, p in params.items() if p.requires_grad and p.ndim >= 2
+              and (weights is None or name in weights)}
+    gradients = gradients and bool(wanted)
     buffers = {name: buf.detach().clone() for name, buf in model.named_buffers(remove_duplicate=False)}
-    plan = _Plan(model, loss_fn, step, params, names_by_id, buffers, gradients, result)
+    plan = _Plan(model, loss_fn, step, wanted, names_by_id, buffers, gradients, result)
     try:
         with preserved(model), module_stack(model) as stack:
             if model.training != train:
@@ -329,7 +338,7 @@ def _gradients(loss, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     """d loss / d parameter, without touching any ``.grad`` (the user's model is read, never changed)."""
     if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
         return {}
-    trainable = [(name, p) for name, p in params.items() if p.requires_grad]
+    trainable = list(params.items())
     try:
         grads = torch.autograd.grad(loss, [p for _, p in trainable], allow_unused=True)
     except RuntimeError:   # a reentrant checkpoint only supports backward(): keep and restore .grad
@@ -347,13 +356,12 @@ def _gradients(loss, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def _layer_gradients(order: list[int], names_by_id: dict[int, str], params: dict[str, torch.Tensor],
                      grads: dict[str, torch.Tensor]) -> list[LayerGradient]:
+    """The measured weights' gradient norms, in the order forward first used them."""
     layers = []
     for tensor_id in order:
         name = names_by_id[tensor_id]
-        tensor, grad = params[name], grads.get(name)
-        if tensor.ndim < 2 or grad is None:
-            continue
-        layers.append(LayerGradient(param=name, module=name.rpartition(".")[0],
-                                    grad_norm=float(grad.float().norm()),
-                                    weight_norm=float(tensor.detach().float().norm())))
+        grad = grads.get(name)
+        if name in params and grad is not None:
+            layers.append(LayerGradient(param=name, module=name.rpartition(".")[0],
+                                        grad_norm=float(grad.float().norm())))
     return layers
