@@ -1,10 +1,11 @@
-"""Running the probe pass: one forward + backward with the model's real initial weights, for the numeric rules.
+"""Running the probe pass: the model with its real initial weights, forward and backward, for the numeric rules.
 
 The GC3xx rules that talk about numbers at initialisation (saturated activations, dead
 ReLUs, vanishing or exploding gradients) share this one measurement, memoised on the
-graph (``probe(graph)``). It never changes the model: parameters and buffers are
-cloned and swapped in with ``torch.func.functional_call``, so the user's ``.grad`` and
-BatchNorm running statistics stay untouched.
+graph (``probe(graph)``). It never changes the model: gradients are taken with
+``torch.autograd.grad`` (no ``.grad`` is written), buffers are cloned and swapped in for
+every pass (BatchNorm running statistics stay untouched), and ``running.preserved``
+undoes whatever forward does to the modules.
 
 What it records:
 
@@ -12,8 +13,8 @@ What it records:
   module that ran it, the source line, the statistics of its *input* (the
   pre-activation): mean derivative relative to the activation's largest derivative,
   fraction of saturated entries, fraction of units negative for every sample;
-* for every trainable weight (a parameter with two or more dimensions), in the order
-  forward first uses it: the norm of its gradient after ``loss.backward()``.
+* for every trainable weight the gradient rules compare (layer weights, not embedding
+  tables), in the order forward first uses it: the norm of its gradient.
 
 The passes, sized by what the selected rules need (``gradients``: GC304/GC305 read layer
 gradients; else every pass is forward only):

@@ -1,8 +1,9 @@
 """GC3xx: vanishing signal: saturating activation chains, saturation, dead units and gradient gain at init.
 
 GC301 reads the graph only (which activations follow which). GC302-GC305 need numbers:
-they read the shared probe pass (:mod:`graphcheck.analysis.probe`), one forward + backward with the
-model's real initial weights.
+they read the shared probe pass (:mod:`graphcheck.analysis.probe`): a forward + backward with the
+model's real initial weights on the first sample of the example batch, and forward-only passes
+while a statistic lacks samples (:mod:`graphcheck.probing`).
 """
 
 from __future__ import annotations
@@ -148,9 +149,9 @@ class SaturatedAtInit(_ProbeActivationRule):
     """Saturating activations whose inputs are already saturated with the initial weights.
 
     ## What it does
-    Runs one forward pass with the model's real initial weights on the example inputs
-    and measures, at every sigmoid / tanh / hardtanh / hardsigmoid / softsign /
-    logsigmoid, the distribution of its input. It reports those where the mean
+    Runs the model with its real initial weights on the example inputs (the first sample,
+    and more while a call has fewer than 256 input entries) and measures, at every sigmoid /
+    tanh / hardtanh / hardsigmoid / softsign / logsigmoid, the distribution of its input. It reports those where the mean
     derivative, relative to the activation's largest derivative, is below
     `min-mean-derivative` (default 0.25; for tanh that is an input std of about 3.2),
     with the fraction of saturated entries (derivative below 10% of the maximum).
@@ -199,7 +200,9 @@ class DeadReluAtInit(_ProbeActivationRule):
     ## What it does
     Runs forward passes with the model's real initial weights and counts, at every ReLU
     (and ReLU6), the units (features, or channels after a convolution) whose input is
-    negative for every sample and position. It reports layers where that fraction is
+    negative for every sample and position. It takes samples of the example batch, then
+    inputs redrawn like it, until every unit has 16 entries (one image or one sequence is
+    often enough: a channel or a feature has one per position). It reports layers where that fraction is
     above `max-dead-fraction` (default 0.75: a deep ReLU MLP with PyTorch's default init already
     has half of the last layer's units inactive on a small probe batch, and trains fine).
 
@@ -283,8 +286,9 @@ class VanishingGradientAtInit(_GradientGainRule):
     """The first layers' gradient is orders of magnitude smaller than the last layer's, at init.
 
     ## What it does
-    Runs one forward + backward pass with the model's real initial weights on the example
-    inputs (and the loss, if given) and compares the gradient norm of the first trainable
+    Runs one forward + backward pass with the model's real initial weights on the first
+    sample of the example inputs (the whole batch when one sample fails or gives no
+    gradient, as a contrastive loss does), with the loss if given, and compares the gradient norm of the first trainable
     weight (in the order forward uses them) with the last one's. It reports a ratio below
     `min-ratio` (default 1e-4) and names the layers where the gradient shrinks most. Only
     weights that carry the whole signal count (not those a skip connection goes around),
@@ -327,8 +331,8 @@ class ExplodingGradientAtInit(_GradientGainRule):
     """The first layers' gradient is orders of magnitude larger than the last layer's, at init.
 
     ## What it does
-    Runs one forward + backward pass with the model's real initial weights and compares
-    the gradient norm of the first trainable weight with the last one's. It reports a
+    Runs one forward + backward pass with the model's real initial weights (on the first
+    sample of the example inputs, as GC304 does) and compares the gradient norm of the first trainable weight with the last one's. It reports a
     ratio above `max-ratio` (default 1e4) and names the layers where the gradient grows
     most.
 
