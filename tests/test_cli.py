@@ -234,3 +234,50 @@ def test_debug_shows_the_traceback(tmp_path):
     result = run(path, "--debug")
     assert result.exit_code == 2
     assert "Traceback" in result.output
+
+
+# --------------------------------------------------------------------------- leaving the process
+
+ATEXIT_MODEL = textwrap.dedent('''
+    import atexit, sys
+    import torch
+    from torch import nn
+
+    atexit.register(lambda: open(__file__ + ".done", "w").write("cleaned up"))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(4, 2), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    def build_model():
+        return Net(), (torch.randn(3, 4),)
+''')
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_command_exits_fast_with_its_code_its_output_and_atexit_cleanups(tmp_path, fmt):
+    # The console entry point skips the interpreter's teardown (os._exit) after flushing and
+    # running every atexit handler: the exit code, the whole report and the cleanups survive.
+    import subprocess
+    import sys
+    model = tmp_path / "model.py"
+    model.write_text(ATEXIT_MODEL)
+    out = tmp_path / "report.txt"
+    with out.open("w") as stdout:
+        done = subprocess.run([sys.executable, "-m", "graphcheck", str(model), "--format", fmt],
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""
+    report = out.read_text()
+    if fmt == "json":
+        assert [f["code"] for f in json.loads(report)["targets"][0]["findings"]] == ["GC101"]
+    else:
+        assert "GC101" in report and report.endswith("\n")
+    assert (tmp_path / "model.py.done").read_text() == "cleaned up"
+    missing = subprocess.run([sys.executable, "-m", "graphcheck", str(tmp_path / "missing.py")],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "Cannot find the file" in missing.stdout + missing.stderr
