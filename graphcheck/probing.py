@@ -19,7 +19,7 @@ What it records:
 The passes, sized by what the selected rules need (``gradients``: GC304/GC305 read layer
 gradients; else every pass is forward only):
 
-1. the gradient pass: forward + backward on the first sample of the example batch (the
+1. the first pass: forward (+ backward) on the first sample of the example batch (the
    backward pass is the probe's dearest part). A model that fails on one sample (BatchNorm
    on a single row) or gets no gradient at all from it (a contrastive loss over the batch)
    runs it on the whole batch instead;
@@ -30,7 +30,7 @@ gradients; else every pass is forward only):
 3. while still short, forward passes on floating-point inputs redrawn from a normal
    distribution with the example's mean and standard deviation (at most ``max_draws - 1``).
 
-Activation statistics are sums over every pass; layer gradients come from the gradient pass.
+Activation statistics are sums over every pass; layer gradients come from the first pass.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from torch.utils import _pytree as pytree
 
 from graphcheck.ops import CHANNEL_FIRST, SATURATING, activation_kind
 from graphcheck.probe_data import ActivationStats, LayerGradient, Probe
-from graphcheck.running import call_with, canonical_parameters, default_loss, loss_in, inputs_on, module_stack, op_name, preserved, tensors_in
+from graphcheck.running import call_with, leaves_of, canonical_parameters, default_loss, loss_in, inputs_on, module_stack, op_name, preserved, tensors_in
 from graphcheck.sources import calling_the_model, location_here
 
 # Largest derivative of each saturating activation (sigmoid' <= 1/4, the others <= 1).
@@ -134,12 +134,15 @@ class _ActivationRecorder(TorchFunctionMode):
         kwargs = kwargs or {}
         name = op_name(func)
         module_path, module_type = self.module_stack[-1] if self.module_stack else ("", "")
-        for tensor in tensors_in((args, kwargs)):
-            if id(tensor) in self.param_ids and id(tensor) not in self._seen_params:
-                self._seen_params.add(id(tensor))
-                self.param_order.append(id(tensor))
-        scalars = [a for a in pytree.tree_leaves((args, kwargs))
-                   if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        leaves = leaves_of(args) + leaves_of(kwargs)
+        scalars = []
+        for leaf in leaves:
+            if isinstance(leaf, torch.Tensor):
+                if id(leaf) in self.param_ids and id(leaf) not in self._seen_params:
+                    self._seen_params.add(id(leaf))
+                    self.param_order.append(id(leaf))
+            elif isinstance(leaf, (int, float)) and not isinstance(leaf, bool):
+                scalars.append(leaf)
         kind = activation_kind(name, module_type, scalars)
         first = args[0] if args else None
         if kind is not None and isinstance(first, torch.Tensor) and first.is_floating_point() \
@@ -232,7 +235,7 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
               min_samples: int = 16, max_draws: int = 4) -> Probe:
     """The probe's passes over the example inputs (see the module docstring for the plan).
 
-    ``weights`` limits the gradient pass to the layer weights the rules compare (None: every
+    ``weights`` limits the backward pass to the layer weights the rules compare (None: every
     weight with two or more dimensions); autograd then skips what only others need (an
     embedding table's backward). With ``gradients`` false, or no such weight, no backward runs.
     """
@@ -272,7 +275,7 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
 
 
 class _Plan:
-    """The probe's passes: the gradient pass, then forward-only passes until the statistics have samples."""
+    """The probe's passes: the first (with the backward), then forward-only passes until the statistics have samples."""
 
     def __init__(self, model, loss_fn, step, params, names_by_id, buffers, gradients, result: Probe):
         self.model, self.loss_fn, self.step = model, loss_fn, step
@@ -283,15 +286,16 @@ class _Plan:
     def run(self, batch: tuple, min_samples: int, max_draws: int) -> _ActivationRecorder:
         size = max(_batch_size(batch), 1)
         first = None
-        if self.gradients and size > 1:
-            # The backward pass is the probe's dearest part: it runs on the first sample. A model
-            # whose loss needs the whole batch (it fails on one sample, or gives no gradient at all,
-            # as a contrastive loss does) gets the whole batch instead.
+        if size > 1:
+            # The first pass (with the backward, the probe's dearest part) runs on the first
+            # sample. A model that needs the whole batch (it fails on one sample, or its loss gives
+            # no gradient at all, as a contrastive loss does) gets the whole batch instead.
             try:
-                first = self._pass(_samples(batch, 0, 1, size), 1, gradients=True)
+                first = self._pass(_samples(batch, 0, 1, size), 1, gradients=self.gradients)
             except Exception:
                 first = None
-            if first is not None and not any(layer.grad_norm > 0 for layer in self.result.gradients):
+            if first is not None and self.gradients \
+                    and not any(layer.grad_norm > 0 for layer in self.result.gradients):
                 first = None
             if first is not None and first.short(min_samples):
                 self._fold(first, _samples(batch, 1, size, size), size - 1, required=False)

@@ -15,7 +15,33 @@ from torch.utils import _pytree as pytree
 
 
 def tensors_in(value: Any) -> list[torch.Tensor]:
-    return [leaf for leaf in pytree.tree_leaves(value) if isinstance(leaf, torch.Tensor)]
+    """The tensors inside ``value``, in pytree order (tuples, lists, dicts, registered containers)."""
+    return [leaf for leaf in leaves_of(value) if isinstance(leaf, torch.Tensor)]
+
+
+def leaves_of(value: Any) -> list:
+    """``pytree.tree_leaves(value)``, with plain tuples, lists and dicts walked here: every recorded
+    op calls this a few times, and pytree's generality costs more than the op on meta."""
+    found: list = []
+    _collect(value, found)
+    return found
+
+
+def _collect(value: Any, found: list) -> None:
+    kind = type(value)
+    if kind is tuple or kind is list:
+        for item in value:
+            _collect(item, found)
+    elif kind is dict:
+        for item in value.values():
+            _collect(item, found)
+    elif isinstance(value, torch.Tensor) or kind in _LEAVES:
+        found.append(value)
+    else:   # named tuples, model outputs, registered dataclasses: pytree knows them
+        found.extend(pytree.tree_leaves(value))
+
+
+_LEAVES = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
 
 
 def op_name(target: Any) -> str:

@@ -67,6 +67,7 @@ def _library_dirs() -> tuple[str, ...]:
 _LIBRARY_DIRS = _library_dirs()
 
 
+@functools.lru_cache(maxsize=4096)
 def is_library_file(filename: str) -> bool:
     """Installed packages (transformers, timm): code the user did not write."""
     path = os.path.abspath(filename)

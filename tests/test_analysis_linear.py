@@ -66,3 +66,24 @@ def test_bypasses_of_a_residual_block():
     bypasses = Bypasses(ModelGraph(graph=graph, parameters={}, frontend="test"))
     assert bypasses.bypassed("fc") and bypasses.bypassed("act")
     assert not bypasses.bypassed("add") and not bypasses.bypassed("x")
+
+
+# --------------------------------------------------------------------------- leaves of a value
+
+def test_leaves_of_matches_pytree():
+    import collections
+
+    import torch
+    from torch.utils import _pytree as pytree
+
+    from graphcheck.running import leaves_of, tensors_in
+    a, b, c = torch.ones(1), torch.ones(2), torch.ones(3)
+    pair = collections.namedtuple("Pair", "x y")
+    values = [a, (a, [b, {"k": c}]), pair(a, (b,)), collections.OrderedDict(x=a, y=b), {"z": c, "a": a},
+              [1, 2.0, None, "s"], torch.Size([2, 3]), (None, a, torch.float32, torch.device("cpu"), 3j, b"x",
+                                                        slice(1, 2), Ellipsis), torch.nn.Parameter(torch.ones(1))]
+    for value in values:
+        expected = pytree.tree_leaves(value)
+        got = leaves_of(value)
+        assert len(got) == len(expected) and all(x is y or x == y for x, y in zip(got, expected)), value
+        assert [id(t) for t in tensors_in(value)] == [id(t) for t in expected if isinstance(t, torch.Tensor)]

@@ -123,3 +123,13 @@ def test_only_the_named_weights_are_measured():
     assert [g.param for g in probe.gradients] == ["1.weight", "3.weight"]
     forward_only = run_probe(model, (torch.randint(0, 50, (2, 8)),), _loss, weights=set())
     assert forward_only.gradients == [] and forward_only.activations
+
+
+def test_forward_only_probe_also_starts_with_one_sample():
+    # GC1 alone reads dead ReLUs only: no backward, and one image is enough for a convolution.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 2))
+    probe = run_probe(model, (torch.randn(4, 3, 8, 8),), _loss, gradients=False)
+    assert (probe.draws, probe.samples, probe.gradients) == (1, 1, [])
+    mlp = run_probe(Mlp(), (torch.randn(8, 16),), _loss, gradients=False, min_samples=8)
+    assert (mlp.draws, mlp.samples) == (2, 8)

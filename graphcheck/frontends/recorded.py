@@ -6,16 +6,18 @@ from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils import _pytree as pytree
 
 from graphcheck.errors import GraphcheckError
 from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.indexing import bool_flags, describe_index
 from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import custom_autograd_functions
-from graphcheck.running import (CONDITION_READS, batch_of, inputs_on, loss_in, meta_value, module_stack, op_name, stands_in,
+from graphcheck.running import (CONDITION_READS, batch_of, inputs_on, leaves_of, loss_in, meta_value, module_stack, op_name, stands_in,
                                 swapped_parameters, tensors_in)
 from graphcheck.sources import calling_the_model, location_here, short_location
+
+
+_unwatched = torch._C.DisableTorchFunction
 
 
 class _Recorder(TorchFunctionMode):
@@ -41,7 +43,7 @@ class _Recorder(TorchFunctionMode):
         return self.producer.get(id(value))
 
     def register_value(self, node_id: str, value: Any) -> None:
-        for leaf in pytree.tree_leaves(value):
+        for leaf in leaves_of(value):
             if isinstance(leaf, (torch.Tensor, float)) and not isinstance(leaf, bool):
                 self.producer[id(leaf)] = node_id
                 self.alive.append(leaf)
@@ -57,7 +59,7 @@ class _Recorder(TorchFunctionMode):
             value = apply(cls, *args, **kwargs)
         finally:
             self.inside_function -= 1
-        leaves = pytree.tree_leaves((args, kwargs))
+        leaves = leaves_of((args, kwargs))
         inputs = [s for s in (self.source_of(leaf) for leaf in leaves) if s is not None]
         self.counter += 1
         node_id = f"{cls.__name__}_{self.counter}"
@@ -76,19 +78,29 @@ class _Recorder(TorchFunctionMode):
         is_attribute = getattr(func, "__name__", "") == "__get__"
         if is_attribute and name not in self._ATTRIBUTES:
             return func(*args, **kwargs)
-        before = {id(t): t.grad_fn for t in tensors_in((args, kwargs))}
-        stood_in = bool(args) and stands_in(name, args[0], self.builder.table.real)
+        # The recorder's own reads (grad_fn, shapes, dtypes) skip the modes below it (the device
+        # context, the random-taint watch): a dozen reads per op would each pass through them.
+        with _unwatched():
+            leaves = leaves_of((args, kwargs))
+            tensors = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+            before = [t.grad_fn for t in tensors]
+            stood_in = bool(args) and stands_in(name, args[0], self.builder.table.real)
         if stood_in:
             value = meta_value(name, args[0])
         else:
             value = func(*args, **kwargs)
-        leaves = pytree.tree_leaves((args, kwargs))
+        with _unwatched():
+            self._note(name, args, kwargs, leaves, tensors, before, value, stood_in)
+        return value
+
+    def _note(self, name, args, kwargs, leaves, tensors, before, value, stood_in) -> None:
+        """Add the op that just ran to the graph."""
         inputs = [s for s in (self.source_of(leaf) for leaf in leaves) if s is not None]
         self.counter += 1
         node_id = f"{name}_{self.counter}"
         module_path, module_type = self.module_stack[-1] if self.module_stack else ("", "")
         # In-place ops (x.add_(y), x[i] = y) give their input a new grad_fn: this op now owns it.
-        mutated = [t for t in tensors_in((args, kwargs)) if before.get(id(t), t.grad_fn) is not t.grad_fn]
+        mutated = [t for t, grad_fn in zip(tensors, before) if grad_fn is not t.grad_fn]
         recorded_value = value if tensors_in(value) or not mutated else mutated
         extra = {"scalars": [a for a in leaves if isinstance(a, (int, float)) and not isinstance(a, bool)],
                  "flags": bool_flags(args, kwargs)}
@@ -107,7 +119,6 @@ class _Recorder(TorchFunctionMode):
         for tensor in mutated:
             self.register_value(node_id, tensor)
             self.builder.tracker.register(node_id, tensor)
-        return value
 
 
 def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
