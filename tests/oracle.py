@@ -70,29 +70,53 @@ def meta_no_grad(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None
 
 def real_no_grad(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None,
                  train: bool | None = None, draws: int = 3, steps: int = 4, lr: float = 0.1) -> set[str]:
-    """Trainable parameters whose gradient is None or zero for every draw and step (CPU)."""
+    """Trainable parameters whose gradient is None or zero for every draw and step (CPU).
+
+    The model itself is trained (not a copy: a copy would not follow a closure or a hook that
+    calls the original's submodules) and put back afterwards: values, buffers, ``.grad``, modes.
+    """
     generator = torch.Generator().manual_seed(0)
     ever_nonzero: set[str] = set()
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    for draw in range(draws):
-        replica = copy.deepcopy(model)
-        if train is not None:
-            replica.train(train)
-        params = dict(replica.named_parameters())
-        optimizer = torch.optim.SGD([p for p in params.values() if p.requires_grad], lr=lr)
-        for step in range(steps):
-            batch = inputs if draw == 0 and step == 0 else _redraw(inputs, generator)
-            optimizer.zero_grad(set_to_none=True)
-            out = replica(*batch)
-            loss = (loss_fn or default_loss)(out)
-            if loss is None or not loss.requires_grad:
-                break
-            loss.backward()
-            for name in names:
-                grad = params[name].grad
-                if grad is not None and bool(grad.ne(0).any()):
-                    ever_nonzero.add(name)
-            optimizer.step()
+    params = dict(model.named_parameters())
+    names = [n for n, p in params.items() if p.requires_grad]
+    values = {n: p.detach().clone() for n, p in params.items()}
+    grads = {n: p.grad for n, p in params.items()}
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    modes = {m: m.training for m in model.modules()}
+
+    def restore() -> None:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(values[n])
+            for n, b in model.named_buffers():
+                if n in buffers and b.shape == buffers[n].shape:
+                    b.copy_(buffers[n])
+        for m, training in modes.items():
+            m.training = training
+
+    try:
+        for draw in range(draws):
+            restore()
+            if train is not None:
+                model.train(train)
+            optimizer = torch.optim.SGD([params[n] for n in names], lr=lr)
+            for step in range(steps):
+                batch = inputs if draw == 0 and step == 0 else _redraw(inputs, generator)
+                optimizer.zero_grad(set_to_none=True)
+                out = model(*batch)
+                loss = (loss_fn or default_loss)(out)
+                if loss is None or not loss.requires_grad:
+                    break
+                loss.backward()
+                for name in names:
+                    grad = params[name].grad
+                    if grad is not None and bool(grad.ne(0).any()):
+                        ever_nonzero.add(name)
+                optimizer.step()
+    finally:
+        restore()
+        for n, p in params.items():
+            p.grad = grads[n]
     return set(names) - ever_nonzero
 
 
