@@ -123,11 +123,18 @@ def _value_facts(graph: ModelGraph) -> dict[str, ValueFacts]:
     for name, tensor in parameter_values(graph).items():
         if tensor.is_meta or not tensor.numel():
             facts[name] = ValueFacts(zero=False, constant=False)
-        elif tensor.is_floating_point() or (tensor.dtype != torch.bool and not tensor.is_complex()):
-            low, high = torch.aminmax(tensor.reshape(-1))
-            constant = bool(low == high)
-            facts[name] = ValueFacts(zero=constant and bool(low == 0), constant=constant)
         else:
-            facts[name] = ValueFacts(zero=not bool(tensor.any()),
-                                     constant=bool((tensor == tensor.reshape(-1)[0]).all()))
+            facts[name] = _facts(torch, tensor)
     return facts
+
+
+def _facts(torch, tensor) -> ValueFacts:
+    if tensor.dtype != torch.bool and not tensor.is_complex():
+        try:
+            low, high = torch.aminmax(tensor.reshape(-1))
+        except (RuntimeError, NotImplementedError):   # a dtype without aminmax on this device
+            pass
+        else:
+            constant = bool(low == high)
+            return ValueFacts(zero=constant and bool(low == 0), constant=constant)
+    return ValueFacts(zero=not bool(tensor.any()), constant=bool((tensor == tensor.reshape(-1)[0]).all()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import torch
@@ -17,7 +18,8 @@ from graphcheck.running import (CONDITION_READS, batch_of, inputs_on, leaves_of,
 from graphcheck.sources import calling_the_model, location_here, short_location
 
 
-_unwatched = torch._C.DisableTorchFunction
+# Torch function handling off (modes and subclasses), for the recorder's own reads.
+_unwatched = getattr(torch._C, "DisableTorchFunction", contextlib.nullcontext)
 
 
 class _Recorder(TorchFunctionMode):
