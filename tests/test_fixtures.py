@@ -102,3 +102,21 @@ def test_oracle_sees_zero_init_wake_up():
     for p in (stuck[0].weight, stuck[0].bias, stuck[2].weight):
         torch.nn.init.zeros_(p)
     assert params_without_gradient(stuck, (torch.randn(8, 4),)) == {"0.weight", "0.bias", "2.weight"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=_id)
+def test_meta_and_cpu_traces_give_the_same_findings(path, monkeypatch):
+    """Small real-weight models are traced on the CPU (no meta first-use cost); the meta trace,
+    what larger models get, must find exactly the same on every fixture."""
+    from graphcheck.frontends import chain
+    torch.manual_seed(0)   # the same weights and inputs for both (graphcheck calls the factory)
+    _, on_cpu = _run(path)
+    monkeypatch.setattr(chain, "SMALL_MODEL_PARAMETERS", -1)
+    torch.manual_seed(0)
+    _, on_meta = _run(path)
+    assert on_cpu.device == "cpu"
+    assert on_meta.device == "meta" or any("meta" in note for note in on_meta.notes)
+
+    def summary(result):
+        return sorted((f.code, f.location.line if f.location else None, tuple(f.parameters)) for f in result.findings)
+    assert summary(on_meta) == summary(on_cpu)

@@ -17,7 +17,7 @@ from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import reentrant_checkpoint_semantics
 from graphcheck.frontends.recorded import trace_autograd
 from graphcheck.model_graph import ModelGraph
-from graphcheck.running import preserved
+from graphcheck.running import preserved, tensors_in
 from graphcheck.sources import is_library_file, prefer_sources
 
 
@@ -98,6 +98,8 @@ def _order(model, frontends: tuple[str, ...]) -> tuple[list[str], list[str]]:
 def _build_graph(model, inputs, kwargs, loss_fn, step, mode, frontends, target, progress) -> ModelGraph:
     table = ParamTable(model)
     devices = ["meta", "cpu"] if table.real else ["meta"]
+    if table.real and _small(model, inputs, kwargs):
+        devices = ["cpu", "meta"]
     failures: list[tuple[str, str, FrontendError]] = []
     frontends, skipped = _order(model, tuple(frontends))
     for frontend in frontends:
@@ -132,6 +134,19 @@ def _build_graph(model, inputs, kwargs, loss_fn, step, mode, frontends, target, 
     raise TracingError(failures)
 
 
+# Below these sizes a real forward pass costs less than the meta device's first use (its
+# Python kernels import torch._dynamo: about 2 s in a process that has not imported it).
+SMALL_MODEL_PARAMETERS = 5_000_000
+SMALL_MODEL_INPUTS = 1_000_000
+
+
+def _small(model, inputs, kwargs) -> bool:
+    """A model with real weights small enough to trace on the CPU."""
+    parameters = sum(p.numel() for p in model.parameters())
+    elements = sum(t.numel() for t in tensors_in((tuple(inputs), dict(kwargs or {}))))
+    return parameters <= SMALL_MODEL_PARAMETERS and elements <= SMALL_MODEL_INPUTS
+
+
 class TracingError(GraphcheckError):
     """No frontend worked; the message leads with the most telling failure."""
 
@@ -139,7 +154,9 @@ class TracingError(GraphcheckError):
         detail = "\n".join(f"{f} ({d}): {e}" for f, d, e in failures)
         listed = " ".join(f"[{f} ({d}): {e}]" for f, d, e in failures)
         kinds = {e.kind for _, _, e in failures}
-        forward = [e for f, _, e in failures if f == "autograd" and e.kind == "run"]
+        # The CPU run's error is the one the user sees running the model (meta's words differ).
+        forward = [e for f, d, e in sorted(failures, key=lambda failure: failure[1] == "cpu")
+                   if f == "autograd" and e.kind == "run"]
         losses = [e for _, _, e in failures if e.kind == "loss"]
         steps = [e for _, _, e in failures if e.kind == "step"]
         if steps:

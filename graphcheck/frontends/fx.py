@@ -13,6 +13,7 @@ from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import (custom_autograd_functions, inference_mode_as_no_grad, refuse_custom_functions,
                                          set_grad_enabled_op)
 from graphcheck.running import inputs_on, preserved, swapped_parameters
+from graphcheck.sources import calling_the_model, location_here
 
 
 class GradModeTracer(fx.Tracer):
@@ -24,12 +25,16 @@ class GradModeTracer(fx.Tracer):
     graph switches grad mode exactly where ``forward`` did.
     """
 
-    record_stack_traces = True
+    # fx's own stack traces (``record_stack_traces``) symbolise through torch's profiler, whose
+    # first use imports torch._dynamo and torch._inductor: 2 s on a plain torch model. The
+    # source line comes from graphcheck's frame walk instead (as in the recorded pass).
+    record_stack_traces = False
 
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
         node.meta["module_path"] = self.scope.module_path
         node.meta["module_type"] = self.scope.module_type
+        node.meta["location"] = location_here()
         return node
 
     def trace(self, root, concrete_args=None):
@@ -56,7 +61,7 @@ def _symbolic_trace(model: torch.nn.Module, concrete_args: dict | None) -> tuple
         # Tracing runs forward with Proxies: an attribute forward assigns (``self.mask = ...``)
         # would keep one, and the GraphModule would copy it as a constant. Restore first.
         with preserved(model):
-            with custom_autograd_functions(refuse_custom_functions):
+            with custom_autograd_functions(refuse_custom_functions), calling_the_model():
                 graph = GradModeTracer().trace(model, concrete_args=concrete_args)
             # The tracer stores tensors made in forward (``torch.zeros(8)``) as constants on the root.
             constants = {node.target: getattr(model, node.target) for node in graph.nodes

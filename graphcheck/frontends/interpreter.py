@@ -149,7 +149,7 @@ class GraphInterpreter(fx.Interpreter):
                 if isinstance(base, torch.Tensor) and (index := describe_piece(base.shape, *arg_values[:2])):
                     extra["index"] = index
         extra["scalars"] = extra.pop("scalars_of_module", None) or extra["scalars"]
-        location = location_from_stack_trace(node.stack_trace or node.meta.get("stack_trace"))
+        location = node.meta.get("location") or location_from_stack_trace(node.stack_trace or node.meta.get("stack_trace"))
         self.ids[node] = builder.add(node_id, kind="op", target=target, value=value, inputs=inputs,
                                      module=module_path, module_type=module_type,
                                      location=location, module_call=extra.pop("module_call", False),
