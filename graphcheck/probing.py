@@ -43,7 +43,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-from graphcheck.ops import CHANNEL_FIRST, SATURATING, activation_kind
+from graphcheck.ops import CHANNEL_FIRST, SATURATING, activation_kind, is_in_place
 from graphcheck.probe_data import ActivationStats, LayerGradient, Probe
 from graphcheck.running import call_with, leaves_of, canonical_parameters, default_loss, loss_in, inputs_on, module_stack, op_name, preserved, tensors_in
 from graphcheck.sources import calling_the_model, location_here
@@ -129,6 +129,10 @@ class _ActivationRecorder(TorchFunctionMode):
         self.producer: dict[int, str] = {}
         self.param_order: list[int] = []
         self._seen_params: set[int] = set()
+        self.all_param_ids: set[int] = set()
+        self.written: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # shared by the passes
+        self.aliases: dict[int, torch.Tensor] = {}   # id of ``weight.data`` -> the weight
+        self.alive: list[torch.Tensor] = []          # keeps those ids from being reused
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -145,12 +149,22 @@ class _ActivationRecorder(TorchFunctionMode):
                 scalars.append(leaf)
         kind = activation_kind(name, module_type, scalars)
         first = args[0] if args else None
+        if (is_in_place(name) or name == "__set__") and isinstance(first, torch.Tensor):
+            # forward writes to a weight (a momentum encoder, directly or through ``.data``):
+            # keep its value to put back afterwards
+            weight = first if id(first) in self.all_param_ids else self.aliases.get(id(first))
+            if weight is not None and id(weight) not in self.written:
+                self.written[id(weight)] = (weight, weight.detach().clone())
         if kind is not None and isinstance(first, torch.Tensor) and first.is_floating_point() \
                 and first.numel():
             self._record(kind, first, module_path, module_type, scalars)
         value = func(*args, **kwargs)
         for tensor in tensors_in(value):
             self.producer[id(tensor)] = name
+        if name == "data" and isinstance(first, torch.Tensor) and id(first) in self.all_param_ids \
+                and isinstance(value, torch.Tensor):
+            self.aliases[id(value)] = first     # ``weight.data``: the same storage
+            self.alive.append(value)
         return value
 
     def _record(self, kind, x, module_path, module_type, scalars) -> None:
@@ -270,6 +284,8 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
     except Exception as exc:   # user code (model or loss) failing on the CPU: no probe findings
         result.error = f"{type(exc).__name__}: {exc}"
         return result
+    finally:
+        plan.put_back()
     result.activations = first.finished()
     return result
 
@@ -282,6 +298,17 @@ class _Plan:
         self.params, self.names_by_id, self.buffers = params, names_by_id, buffers
         self.gradients, self.result = gradients, result
         self.stack: list = []
+        self.written: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # weights forward wrote to
+
+    def put_back(self) -> None:
+        """The values of the weights forward wrote to in place, as they were before the probe."""
+        with torch.no_grad():
+            for tensor, value in self.written.values():
+                if tensor.shape == value.shape:
+                    tensor.copy_(value)
+                else:   # ``weight.data = something of another shape``
+                    tensor.data = value
+        self.written.clear()
 
     def run(self, batch: tuple, min_samples: int, max_draws: int) -> _ActivationRecorder:
         size = max(_batch_size(batch), 1)
@@ -322,6 +349,7 @@ class _Plan:
 
     def _pass(self, batch: tuple, samples: int, *, gradients: bool) -> _ActivationRecorder:
         recorder = _ActivationRecorder(self.stack, set(self.names_by_id))
+        recorder.all_param_ids, recorder.written = set(self.names_by_id), self.written
         self.stack.clear()
         state = {n: b.clone() for n, b in self.buffers.items()}
         args, kwargs = batch

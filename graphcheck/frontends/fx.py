@@ -56,12 +56,17 @@ class GradModeTracer(fx.Tracer):
             set_grad_enabled_op(saved_mode)
 
 
-def _symbolic_trace(model: torch.nn.Module, concrete_args: dict | None) -> tuple[fx.GraphModule, fx.Graph]:
+def _symbolic_trace(model: torch.nn.Module, concrete_args: dict | None,
+                    meta_tensors: dict[str, torch.Tensor]) -> tuple[fx.GraphModule, fx.Graph]:
     try:
         # Tracing runs forward with Proxies: an attribute forward assigns (``self.mask = ...``)
         # would keep one, and the GraphModule would copy it as a constant. Restore first.
+        # Code that reaches weights without a Proxy (``for k in self.key.parameters():
+        # k.mul_(m)``, MoCo's momentum update) runs for real while tracing: on meta stand-ins,
+        # so it writes to nothing of the user's.
         with preserved(model):
-            with custom_autograd_functions(refuse_custom_functions), calling_the_model():
+            with swapped_parameters(model, meta_tensors), custom_autograd_functions(refuse_custom_functions), \
+                    calling_the_model():
                 graph = GradModeTracer().trace(model, concrete_args=concrete_args)
             # The tracer stores tensors made in forward (``torch.zeros(8)``) as constants on the root.
             constants = {node.target: getattr(model, node.target) for node in graph.nodes
@@ -79,7 +84,7 @@ def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, 
              cache: dict, *, kwargs: dict | None = None, step=None) -> GraphBuilder:
     concrete_args, run_args = _signature_call(model, inputs, kwargs or {})
     if "fx" not in cache:   # traced once; only the execution is retried on another device
-        cache["fx"] = _symbolic_trace(model, concrete_args)
+        cache["fx"] = _symbolic_trace(model, concrete_args, table.execution("meta")[1])
     gm, graph = cache["fx"]
     if not run_args:
         inputs = run_args = infer_inputs(gm)

@@ -38,7 +38,11 @@ class ParamTable:
         self.real = any(not p.is_meta for p in model.parameters())
 
     def execution(self, device: str) -> tuple[Execution, dict[str, torch.Tensor]]:
-        """Tensors to run with: fresh meta leaves, or the real parameters on the CPU."""
+        """Tensors to run with: fresh meta leaves, or copies of the real parameters on the CPU.
+
+        Copies, because forward may write to its weights (a momentum encoder's update under
+        ``no_grad``, as in MoCo): the user's tensors must come out as they went in.
+        """
         named = dict(self.model.named_parameters(remove_duplicate=False))
         params: dict[str, torch.Tensor] = {}
         for name in self.canonical:
@@ -47,9 +51,20 @@ class ParamTable:
                 params[name] = torch.nn.Parameter(torch.empty_like(real, device="meta"),
                                                   requires_grad=real.requires_grad)
             else:
-                params[name] = real
+                params[name] = _copy(real)
         everything = {alias: params[canon] for alias, canon in self.alias.items()}
         for name, buf in self.buffers.items():
-            everything[name] = buf.to("meta") if device == "meta" else buf
+            everything[name] = buf.to("meta") if device == "meta" else _copy(buf)
         names_by_id = {id(t): name for name, t in params.items()}
         return Execution(device, params, names_by_id), everything
+
+
+def _copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of a parameter (a leaf with the same requires_grad) or buffer."""
+    try:
+        data = tensor.detach().to("cpu", copy=True)
+    except (RuntimeError, ValueError, NotImplementedError):   # an uninitialised (lazy) parameter
+        return tensor
+    if isinstance(tensor, torch.nn.Parameter):
+        return torch.nn.Parameter(data, requires_grad=tensor.requires_grad)
+    return data
