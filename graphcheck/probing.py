@@ -119,7 +119,8 @@ class _Sums:
 class _ActivationRecorder(TorchFunctionMode):
     """Records pre-activation statistics at every saturating / ReLU-family call."""
 
-    def __init__(self, modules: list[tuple[str, str]], param_ids: set[int]):
+    def __init__(self, modules: list[tuple[str, str]], param_ids: set[int],
+                 written: dict[int, tuple[torch.Tensor, torch.Tensor]]):
         super().__init__()
         self.module_stack = modules
         self.param_ids = param_ids
@@ -129,8 +130,7 @@ class _ActivationRecorder(TorchFunctionMode):
         self.producer: dict[int, str] = {}
         self.param_order: list[int] = []
         self._seen_params: set[int] = set()
-        self.all_param_ids: set[int] = set()
-        self.written: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # shared by the passes
+        self.written = written    # weights forward wrote to: (weight, value before), shared by the passes
         self.aliases: dict[int, torch.Tensor] = {}   # id of ``weight.data`` -> the weight
         self.alive: list[torch.Tensor] = []          # keeps those ids from being reused
 
@@ -152,7 +152,7 @@ class _ActivationRecorder(TorchFunctionMode):
         if (is_in_place(name) or name == "__set__") and isinstance(first, torch.Tensor):
             # forward writes to a weight (a momentum encoder, directly or through ``.data``):
             # keep its value to put back afterwards
-            weight = first if id(first) in self.all_param_ids else self.aliases.get(id(first))
+            weight = first if id(first) in self.param_ids else self.aliases.get(id(first))
             if weight is not None and id(weight) not in self.written:
                 self.written[id(weight)] = (weight, weight.detach().clone())
         if kind is not None and isinstance(first, torch.Tensor) and first.is_floating_point() \
@@ -161,7 +161,7 @@ class _ActivationRecorder(TorchFunctionMode):
         value = func(*args, **kwargs)
         for tensor in tensors_in(value):
             self.producer[id(tensor)] = name
-        if name == "data" and isinstance(first, torch.Tensor) and id(first) in self.all_param_ids \
+        if name == "data" and isinstance(first, torch.Tensor) and id(first) in self.param_ids \
                 and isinstance(value, torch.Tensor):
             self.aliases[id(value)] = first     # ``weight.data``: the same storage
             self.alive.append(value)
@@ -348,8 +348,7 @@ class _Plan:
         first.fold(later)
 
     def _pass(self, batch: tuple, samples: int, *, gradients: bool) -> _ActivationRecorder:
-        recorder = _ActivationRecorder(self.stack, set(self.names_by_id))
-        recorder.all_param_ids, recorder.written = set(self.names_by_id), self.written
+        recorder = _ActivationRecorder(self.stack, set(self.names_by_id), self.written)
         self.stack.clear()
         state = {n: b.clone() for n, b in self.buffers.items()}
         args, kwargs = batch

@@ -6,7 +6,7 @@ only memoises it on the graph, so rules import no torch until a probe really run
 
 from __future__ import annotations
 
-from graphcheck.analysis.weights import embedding_tables, layer_weights
+from graphcheck.analysis.weights import compared_weights
 from graphcheck.model_graph import ModelGraph
 from graphcheck.probe_data import ActivationStats, LayerGradient, Probe
 
@@ -24,7 +24,7 @@ def probe_if_run(graph: ModelGraph) -> Probe | None:
 
 def _probe(graph: ModelGraph) -> Probe:
     from graphcheck.probing import run_probe
-    # The gradient rules compare layer weights, never embedding tables: only theirs are measured.
-    weights = layer_weights(graph) - embedding_tables(graph)
+    # Only the weights the gradient rules compare are measured.
     return run_probe(graph.model, graph.inputs, graph.loss_fn, train=graph.mode == "train",
-                     kwargs=graph.kwargs, step=graph.step, gradients=graph.probe_gradients, weights=weights)
+                     kwargs=graph.kwargs, step=graph.step, gradients=graph.probe_gradients,
+                     weights=compared_weights(graph))

@@ -26,6 +26,12 @@ def _embedding_tables(graph: ModelGraph) -> set[str]:
     return names
 
 
+def compared_weights(graph: ModelGraph) -> set[str]:
+    """The layer weights whose gradients GC304/GC305 compare: not embedding tables, whose gradient
+    is sparse (the rows of the tokens seen) and, when tied to an output head, the head's."""
+    return layer_weights(graph) - embedding_tables(graph)
+
+
 def layer_weights(graph: ModelGraph) -> set[str]:
     """Parameters that are the weight of a layer: Linear / Conv / ``x @ W`` weights and embedding tables."""
     return graph.analysis(_layer_weights)
@@ -118,17 +124,17 @@ def value_facts(graph: ModelGraph) -> dict[str, ValueFacts]:
 
 
 def _value_facts(graph: ModelGraph) -> dict[str, ValueFacts]:
-    import torch
     facts = {}
     for name, tensor in parameter_values(graph).items():
         if tensor.is_meta or not tensor.numel():
             facts[name] = ValueFacts(zero=False, constant=False)
         else:
-            facts[name] = _facts(torch, tensor)
+            facts[name] = _facts(tensor)
     return facts
 
 
-def _facts(torch, tensor) -> ValueFacts:
+def _facts(tensor: torch.Tensor) -> ValueFacts:
+    import torch
     if tensor.dtype != torch.bool and not tensor.is_complex():
         try:
             low, high = torch.aminmax(tensor.reshape(-1))

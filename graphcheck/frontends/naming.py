@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from graphcheck.model_graph import ParamInfo
-from graphcheck.running import canonical_parameters
+from graphcheck.running import canonical_parameters, own_leaves
 from graphcheck.sources import assignment_location
 
 
@@ -44,27 +44,10 @@ class ParamTable:
         ``no_grad``, as in MoCo): the user's tensors must come out as they went in.
         """
         named = dict(self.model.named_parameters(remove_duplicate=False))
-        params: dict[str, torch.Tensor] = {}
-        for name in self.canonical:
-            real = named[name]
-            if device == "meta":
-                params[name] = torch.nn.Parameter(torch.empty_like(real, device="meta"),
-                                                  requires_grad=real.requires_grad)
-            else:
-                params[name] = _copy(real)
+        params = own_leaves({name: named[name] for name in self.canonical}, device)
         everything = {alias: params[canon] for alias, canon in self.alias.items()}
         for name, buf in self.buffers.items():
-            everything[name] = buf.to("meta") if device == "meta" else _copy(buf)
+            everything[name] = buf.to("meta") if device == "meta" else buf.detach().clone()
         names_by_id = {id(t): name for name, t in params.items()}
         return Execution(device, params, names_by_id), everything
 
-
-def _copy(tensor: torch.Tensor) -> torch.Tensor:
-    """A CPU copy of a parameter (a leaf with the same requires_grad) or buffer."""
-    try:
-        data = tensor.detach().to("cpu", copy=True)
-    except (RuntimeError, ValueError, NotImplementedError):   # an uninitialised (lazy) parameter
-        return tensor
-    if isinstance(tensor, torch.nn.Parameter):
-        return torch.nn.Parameter(data, requires_grad=tensor.requires_grad)
-    return data

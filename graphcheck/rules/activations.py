@@ -14,7 +14,7 @@ from typing import Iterable
 from graphcheck.analysis.paths import first_location, readable_path
 from graphcheck.analysis.probe import ActivationStats, probe
 from graphcheck.analysis.signal import chain_path, node_activation, on_main_path, probe_nodes, saturating_chains
-from graphcheck.analysis.weights import embedding_tables, layer_weights
+from graphcheck.analysis.weights import compared_weights
 from graphcheck.finding import Finding, Location, Severity, fmt
 from graphcheck.model_graph import ModelGraph
 from graphcheck.ops import MAX_DERIVATIVE, RELU_FAMILY, SATURATING
@@ -251,9 +251,9 @@ class _GradientGainRule(Rule):
         result = probe(graph)
         # Layers inside a residual branch are compared with nothing: LayerScale / zero-init
         # branch ends give them tiny gradients on purpose, and the skip carries the signal.
-        # Embedding tables are not layers of depth: their gradient is sparse (the rows of the
-        # tokens seen) and, when tied to an output head, dominated by the head (Whisper, GPT-2).
-        weights = layer_weights(graph) - embedding_tables(graph)
+        # Embedding tables are not layers of depth (compared_weights): their gradient is sparse
+        # and, when tied to an output head, dominated by the head (Whisper, GPT-2).
+        weights = compared_weights(graph)
         layers = [g for g in result.gradients if g.grad_norm > 0 and g.param in weights
                   and on_main_path(graph, g.param)] \
             if not result.error else []
