@@ -18,14 +18,15 @@ from typing import Callable, Iterable
 
 import torch
 
-from graphcheck.analysis.probe import probe_if_run
 from graphcheck.errors import GraphcheckError
+from graphcheck.frontends import build_graph
 from graphcheck.loader import DEFAULT_STEP, display_spec, load_callable, load_loss, load_target, split_inputs
+from graphcheck.measuring import Measuring, measure, needed
 from graphcheck.registry import parse_codes, selected_rules
 from graphcheck.report import TargetResult
-from graphcheck.frontends import FRONTENDS, build_graph, sample_executions
 from graphcheck.running import is_lightning_module, lightning_step
 from graphcheck.sources import is_library_file, prefer_sources
+from graphcheck.subject import Subject
 from graphcheck.suppressions import apply_suppressions
 
 
@@ -33,8 +34,9 @@ def check(model: torch.nn.Module | str, inputs: Iterable | dict | None = None, *
           loss: Callable | str | None = None, step: Callable | str | None = None, kwargs: dict | None = None,
           select: Iterable[str] | str | None = None, ignore: Iterable[str] | str | None = None,
           mode: str | None = None, ignore_parameters: Iterable[str] = (), rule_options: dict | None = None,
-          frontends: Iterable[str] = FRONTENDS, name: str | None = None, meta: bool = False,
-          progress: Callable[[str], None] | None = None, mode_source: str = "api") -> TargetResult:
+          frontends: Iterable[str] | None = None, name: str | None = None, meta: bool = False,
+          progress: Callable[[str], None] | None = None, mode_source: str = "api",
+          verify: bool = False) -> TargetResult:
     """Analyse one model (an ``nn.Module`` or a TARGET string) and return its result.
 
     The model runs as ``model(*inputs, **kwargs)`` (``inputs`` may also be a dict of keyword
@@ -49,7 +51,9 @@ def check(model: torch.nn.Module | str, inputs: Iterable | dict | None = None, *
     ("api", "--train", "--eval", "config") for the report.
 
     With ``meta`` a TARGET's factory builds the model on the meta device (no weights are
-    allocated; rules that read weight values are skipped). Errors in the input (a target
+    allocated; rules that read weight values are skipped). ``frontends`` None tries the default
+    order; a sequence is tried in the order given. ``verify`` re-checks the GC1xx verdict with
+    autograd afterwards (``--verify``). Errors in the input (a target
     that cannot be loaded, a model no frontend can trace, a bad loss) do not raise: the result has ``status == "error"`` and ``error`` says why.
     """
     label = name or (model if isinstance(model, str) else type(model).__name__)
@@ -69,10 +73,16 @@ def check(model: torch.nn.Module | str, inputs: Iterable | dict | None = None, *
         files = [target_file]
         loss, step, result.loss = _loss_and_step(model, loss, step, files)
         result.timings["build"] = time.perf_counter() - started
+        subject = Subject(model, args, kwargs, loss_fn=loss, step=step, mode=mode,
+                          mode_source=mode_source if mode else "factory")
         with prefer_sources(*files):
-            _analyse(result, model, args, kwargs, loss, step, mode=mode, mode_source=mode_source,
-                     frontends=frontends, select=select, ignore=ignore, rule_options=rule_options,
-                     ignore_parameters=ignore_parameters, progress=report)
+            _analyse(result, subject, frontends=frontends, select=select, ignore=ignore,
+                     rule_options=rule_options, ignore_parameters=ignore_parameters, progress=report)
+            if verify and result.status == "ok":
+                if report:
+                    report("verifying with autograd")
+                from graphcheck.verify import verify_result
+                verify_result(result)
     except GraphcheckError as exc:
         result.status, result.error, result.detail = "error", exc.message, exc.detail or traceback.format_exc()
     except Exception as exc:  # graphcheck's own bug: still a clear message, never a bare traceback
@@ -113,43 +123,37 @@ def _callable_name(fn) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
-def _analyse(result: TargetResult, model, args, kwargs, loss, step, *, mode, mode_source, frontends, select,
-             ignore, rule_options, ignore_parameters, progress) -> None:
-    """Trace, run the selected rules, filter; fills ``result`` (timings included)."""
+def _analyse(result: TargetResult, subject: Subject, *, frontends, select, ignore, rule_options,
+             ignore_parameters, progress) -> None:
+    """Trace, measure what the selected rules read, run them, filter; fills ``result`` (timings included)."""
     traced_at = time.perf_counter()
-    graph = build_graph(model, args, loss, mode=mode, mode_source=mode_source, frontends=frontends,
-                        target=result.target, kwargs=kwargs, step=step, progress=progress)
+    graph, subject = build_graph(subject, frontends=frontends, target=result.target, progress=progress)
     result.timings["trace"] = time.perf_counter() - traced_at
-    result.graph, result.frontend, result.device = graph, graph.frontend, graph.device
+    result.subject = subject
+    result.frontend, result.device = graph.frontend, graph.device
     result.mode, result.mode_source = graph.mode, graph.mode_source
     result.loss = result.loss or graph.loss_source
     result.parameters = graph.counts()
     result.notes.extend(graph.notes)
-    rules = list(selected_rules(parse_codes(select), parse_codes(ignore), rule_options))
-    graph.probe_gradients = any(rule.probe_gradients for rule in rules)
-    if graph.decisions and any(rule.code.startswith("GC10") for rule in rules):
-        # Forward decides in Python on random draws, inputs or its own state: other executions may
-        # use other parameters (GC105). Deterministic models never pay for this.
-        if progress:
-            progress(f"{graph.frontend} frontend, other executions")
-        sampled_at = time.perf_counter()
-        graph.executions = sample_executions(graph, None if mode is None else mode == "train")
-        result.timings["executions"] = time.perf_counter() - sampled_at
-        result.notes.append(f"{len(graph.decisions)} decision point(s) in forward; "
-                            f"{graph.executions.runs} other execution(s) ran, {graph.executions.failed} failed")
+    rules = []
+    for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options):
+        if rule.needs_weights and not subject.has_weights:
+            result.skipped_rules.append(rule.code)   # the model is on meta: no values to read
+        else:
+            rules.append(rule)
+    log = Measuring()
+    graph = measure(graph, subject, needed(rules), progress, log)
+    result.graph = graph
+    result.notes.extend(log.notes)
+    result.timings.update(log.timings)
     rules_at = time.perf_counter()
-    findings, ran = [], []
+    findings, ran, families = [], [], set()
     for rule in rules:
-        if rule.needs_weights and not graph.has_weights:
-            result.skipped_rules.append(rule.code)
-            continue
-        if progress and rule.code[:3] not in {code[:3] for code in ran}:
-            progress(f"{graph.frontend} frontend, rules {rule.code[:3]}xx")
+        if progress and rule.family not in families:
+            progress(f"{graph.frontend} frontend, rules {rule.family.prefix}xx")
+            families.add(rule.family)
         findings.extend(rule.check(graph))
         ran.append(rule.code)
-    probe = probe_if_run(graph)
-    if probe is not None and probe.error:
-        result.notes.append(f"probe-based rules (GC302-GC305) found nothing to say: {probe.error}")
     findings = _without_ignored_parameters(findings, ignore_parameters)
     outcome = apply_suppressions(findings, user_files(graph, findings), ran)
     for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options, stage="findings"):

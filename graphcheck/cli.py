@@ -9,15 +9,14 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from graphcheck.config import load_config
+from graphcheck.config import DEFAULTS, load_config, resolve
 from graphcheck.docs import rule_markdown
 from graphcheck.errors import GraphcheckError
 from graphcheck.progress import StatusLine
-from graphcheck.quiet import held_back
 from graphcheck.registry import all_rules, find_rule, parse_codes
 from graphcheck.report import Report
 from graphcheck.reporters import FORMATS, format_report
-from graphcheck.frontends import FRONTENDS
+from graphcheck.frontends import FRONTEND_HELP, FRONTENDS
 
 
 class _DefaultToCheck(click.Group):
@@ -67,17 +66,20 @@ def cli() -> None:
     """
 
 
-def _run_all(runs, report, status, config, frontend, meta, verify, debug) -> None:
-    """Analyse every target (user code runs here: its output is held back)."""
-    from graphcheck.checker import check
-    for target, label, inputs, options in runs:
-        result = check(target, inputs or None, rule_options=config.rules, frontends=frontend or FRONTENDS,
-                       name=label, meta=meta, progress=status, **options)
-        if verify and result.status == "ok":
-            status(f"{label}: verifying with autograd")
-            from graphcheck.verify import verify_result
-            verify_result(result)
-        report.results.append(result)
+def _requests(planned, config, frontend, meta, verify, render) -> list:
+    """One worker request per (run, input shapes): everything the worker needs, as plain data."""
+    from graphcheck.drawing.output import output_paths
+    from graphcheck.worker import Request
+    paths = output_paths(render[0], len(planned)) if render else []
+    requests = []
+    for index, (run, shapes) in enumerate(planned):
+        options = dict(rule_options=config.rules, frontends=tuple(frontend) or None, verify=verify, meta=meta,
+                       **run.options())
+        requests.append(Request(target=run.target, label=run.label, options=options, input_shapes=tuple(shapes),
+                                render=(str(paths[index]), render[1], render[2]) if render else None,
+                                cwd=os.getcwd(), environ=dict(os.environ), sys_path=tuple(sys.path),
+                                timeout=run.timeout))
+    return requests
 
 
 def _fail(message: str) -> None:
@@ -85,20 +87,27 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _mode(train_mode: bool, eval_mode: bool, values: dict) -> tuple[str | None, str]:
-    """(mode override or None for the factory's choice, where it came from)."""
-    if train_mode and eval_mode:
-        _fail("--train and --eval exclude each other.")
-    if train_mode or eval_mode:
-        return ("train", "--train") if train_mode else ("eval", "--eval")
-    configured = values.get("mode")
-    if configured is not None:
-        if configured not in ("train", "eval"):
-            _fail(f"mode = {configured!r} in the configuration: choose \"train\" or \"eval\".")
-        return configured, "config"
-    if values.get("eval"):
-        return "eval", "config"
-    return None, "factory"
+# The options `resolve` weighs against the configuration: click's parameter name -> its key in config.DEFAULTS.
+_WEIGHED = {"loss": "loss", "step": "step", "input_shape": "input-shape", "fmt": "format",
+            "render_depth": "render-depth", "select": "select", "ignore": "ignore", "fail_on": "fail-on",
+            "exit_zero": "exit-zero", "train_mode": "train", "eval_mode": "eval", "timeout": "timeout", "jobs": "jobs"}
+
+
+def _given(ctx: click.Context, weighed: dict) -> dict[str, object]:
+    """The weighed options the user gave on the command line (not click's defaults), keyed as `resolve` wants."""
+    return {key: weighed[name] for name, key in _WEIGHED.items()
+            if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+
+
+def _prepare(run):
+    """The run's input shapes, after checking them and its rule codes (a usage error exits 2 before any analysis)."""
+    from graphcheck.loader import check_input_shapes
+    try:
+        shapes = check_input_shapes(run.input_shapes)
+        _check_codes(run.select, run.ignore)
+    except GraphcheckError as exc:
+        _fail(f"{run.label}: {exc.message}" if run.configured else exc.message)
+    return shapes
 
 
 @cli.command("check", context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,24 +118,23 @@ def _mode(train_mode: bool, eval_mode: bool, values: dict) -> tuple[str | None, 
               "model as the training code does (several forward passes, losses that need the batch).")
 @click.option("--input-shape", "input_shape", multiple=True, metavar="1,3,224,224",
               help="Shape of one positional input (float32 randn); repeat for several inputs.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=DEFAULTS["format"], show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write the report to FILE.")
 @click.option("--render", "render_path", type=click.Path(dir_okay=False), callback=_render_suffix,
               help="Draw the flagged paths; format from the suffix (.svg .png .pdf .dot).")
-@click.option("--render-depth", type=click.IntRange(0), default=2, show_default=True,
+@click.option("--render-depth", type=click.IntRange(0), default=DEFAULTS["render-depth"], show_default=True,
               help="How deep the module hierarchy is expanded in the drawing.")
 @click.option("--render-all", is_flag=True, help="Draw the whole graph (collapsed to --render-depth), not only the flagged paths.")
 @click.option("--select", metavar="CODES", help="Rule code prefixes to enable, comma separated (default: all).")
 @click.option("--ignore", metavar="CODES", help="Rule code prefixes to disable; the longest matching prefix wins.")
-@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default="error", show_default=True,
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default=DEFAULTS["fail-on"], show_default=True,
               help="Lowest severity that makes the exit code 1.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when there are findings (errors still exit 2).")
 @click.option("--train", "train_mode", is_flag=True, help="Analyse the model in train mode (default: the mode "
               "the factory left it in; submodules keep their own).")
 @click.option("--eval", "eval_mode", is_flag=True, help="Analyse the model in eval mode (default: the mode "
               "the factory left it in).")
-@click.option("--frontend", type=click.Choice(FRONTENDS), multiple=True,
-              help="Use only this tracer (repeatable); default: fx, then export, then a recorded forward pass.")
+@click.option("--frontend", type=click.Choice(FRONTENDS), multiple=True, help=FRONTEND_HELP)
 @click.option("--meta", is_flag=True, help="Build the model on the meta device (no weights allocated: "
               "any size fits; rules that read weight values are skipped).")
 @click.option("--verify", is_flag=True, help="Cross-check the GC1xx verdict with a real forward + backward pass.")
@@ -134,87 +142,54 @@ def _mode(train_mode: bool, eval_mode: bool, values: dict) -> tuple[str | None, 
 @click.option("--quiet", "-q", is_flag=True, help="No status line on stderr.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read options from this TOML file.")
 @click.option("--no-config", is_flag=True, help="Ignore pyproject.toml.")
+@click.option("--timeout", type=click.FloatRange(0), default=DEFAULTS["timeout"], show_default=True, metavar="SECONDS",
+              help="Stop a target whose analysis takes longer (the factory, forward, a loss that never returns) "
+                   "and report it (exit 2); 0 turns it off.")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=DEFAULTS["jobs"], show_default=True, metavar="N",
+              help="Analyse N targets at once, each in its own worker process; reports keep the order given.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and which frontends were tried.")
 @click.pass_context
-def check_command(ctx, targets, loss, step, input_shape, fmt, output, render_path, render_depth, render_all,
-                  select, ignore, fail_on, exit_zero, train_mode, eval_mode, frontend, meta, verify, show_suppressed, quiet,
-                  config_path, no_config, debug):
+def check_command(ctx, targets, output, render_path, render_all, frontend, meta, verify, show_suppressed, quiet,
+                  config_path, no_config, debug, **weighed):
     """Lint TARGET models (default: the targets in [tool.graphcheck]): report parameters that get no gradient, and why."""
+    # `weighed` holds the options in _WEIGHED; `resolve` sets them against the configuration.
     try:
         config = load_config(config_path, search=not no_config, start=_config_start(targets))
     except GraphcheckError as exc:
         _fail(exc.message)
     for warning in config.warnings:
         click.echo(f"graphcheck: warning: {warning}", err=True)
-
-    def given(name) -> bool:
-        return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
-
-    def option(name, value, key):
-        """Command line beats configuration, configuration beats the default."""
-        return value if given(name) else config.values.get(key, value)
-
-    fail_on = option("fail_on", fail_on, "fail-on")
-    fmt = option("fmt", fmt, "format")
-    exit_zero = option("exit_zero", exit_zero, "exit-zero")
-    mode, mode_source = _mode(train_mode, eval_mode, config.values)
-    render_depth = option("render_depth", render_depth, "render-depth")
-    if fmt not in FORMATS:
-        _fail(f"unknown format {fmt!r} in the configuration; choose from {', '.join(FORMATS)}.")
     known = {r.name for r in all_rules()} | {r.code for r in all_rules()}
     for name in config.rules:
         if name not in known:
             click.echo(f"graphcheck: warning: {config.path}: [tool.graphcheck.rules.{name}] names no rule (ignored)", err=True)
+    try:
+        settings, runs = resolve(config, _given(ctx, weighed), targets, formats=FORMATS)
+    except GraphcheckError as exc:
+        _fail(exc.message)
+    planned = [(run, _prepare(run)) for run in runs]
 
-    if targets:
-        jobs = [(target, {}, target) for target in targets]
-    elif config.targets:
-        jobs = [(t.model, t.settings, t.name) for t in config.targets]
-    else:
-        _fail("no TARGET given and no `targets` in [tool.graphcheck]. Usage: graphcheck "
-              "path/to/model.py:build_model, or list the models in pyproject.toml "
-              '(targets = ["models/net.py:build_model"]; see `graphcheck --help`).')
+    if output and not Path(output).resolve().parent.is_dir():
+        _fail(f"cannot write the report to {output}: the folder {Path(output).parent} does not exist.")
 
-    def setting(name, value, key, table):
-        """Command line, then the target's table, then [tool.graphcheck], then the default."""
-        if given(name):
-            return value
-        return table.get(key, config.values.get(key, value))
-
-    runs = []
-    for target, table, label in jobs:
-        if given("loss") or given("step"):
-            how = {"loss": loss, "step": step}
-        elif "loss" in table or "step" in table:
-            how = {"loss": table.get("loss"), "step": table.get("step")}
-        else:
-            how = {"loss": config.values.get("loss"), "step": config.values.get("step")}
-        target_mode, target_mode_source = mode, mode_source
-        if mode_source not in ("--train", "--eval") and table.get("mode") is not None:
-            target_mode, target_mode_source = table["mode"], "config"
-        options = dict(select=setting("select", select, "select", table),
-                       ignore=setting("ignore", ignore, "ignore", table),
-                       ignore_parameters=table.get("ignore-parameters", config.values.get("ignore-parameters", ())),
-                       mode=target_mode, mode_source=target_mode_source, **how)
-        try:
-            from graphcheck.loader import parse_input_shapes
-            inputs = parse_input_shapes(setting("input_shape", input_shape, "input-shape", table) or ())
-            _check_codes(options["select"], options["ignore"])
-        except GraphcheckError as exc:
-            _fail(f"{label}: {exc.message}" if not targets else exc.message)
-        runs.append((target, label, inputs, options))
-
+    from graphcheck.supervisor import Interrupted, Supervisor
     report = Report(show_suppressed=show_suppressed)
     status = StatusLine(enabled=not quiet)
+    render = (render_path, settings.render_depth, render_all) if render_path else None
+    supervisor = Supervisor(jobs=settings.jobs, status=status)
     try:
-        with held_back(show=debug):
-            _run_all(runs, report, status, config, frontend, meta, verify, debug)
+        outcomes = supervisor.run(_requests(planned, config, frontend, meta, verify, render))
+    except Interrupted:
+        status.clear()
+        _fail("interrupted (Ctrl-C): the workers were stopped and nothing was reported.")
     finally:
         status.clear()
+    report.results.extend(outcome.result for outcome in outcomes)
     if debug:
-        for result in report.results:
-            _debug(result)
+        for outcome in outcomes:
+            _debug(outcome.result, outcome.captured)
 
+    fmt = settings.format
     text = format_report(report, fmt)
     if output:
         try:
@@ -229,10 +204,10 @@ def check_command(ctx, targets, loss, step, input_shape, fmt, output, render_pat
             click.echo(f"graphcheck: error: {result.target}: {result.error}", err=True)
 
     if render_path:
-        from graphcheck.drawing import render_results
-        for message in render_results(report.results, render_path, depth=render_depth, full=render_all):
+        from graphcheck.drawing.output import render_messages
+        for message in render_messages([(o.result, o.rendered) for o in outcomes]):
             click.echo(f"graphcheck: {message}", err=True)
-    sys.exit(report.exit_code(fail_on=fail_on, exit_zero=exit_zero))
+    sys.exit(report.exit_code(fail_on=settings.fail_on, exit_zero=settings.exit_zero))
 
 
 def _check_codes(select, ignore) -> None:
@@ -243,7 +218,10 @@ def _check_codes(select, ignore) -> None:
             raise GraphcheckError(f"{code!r} in --select/--ignore matches no rule; codes look like GC1, GC103.")
 
 
-def _debug(result) -> None:
+def _debug(result, captured: str = "") -> None:
+    if captured.strip():
+        click.echo(f"graphcheck: --debug: what {result.target} and the libraries printed:", err=True)
+        click.echo(captured.rstrip("\n"), err=True)
     for note in result.notes:
         click.echo(f"graphcheck: {result.target}: {note}", err=True)
     if result.detail:

@@ -62,6 +62,18 @@ class Cause:
 
 
 @dataclass(frozen=True)
+class Family:
+    """A rule family as findings carry it: its title and the colours the drawing gives it."""
+    prefix: str     # the codes' common start ("GC1"), for the legend
+    title: str      # "no gradient"
+    colour: str     # border, edges, badges
+    fill: str       # light fill of flagged parameters and boxes
+    # Findings drawn by the path from their parameters to their cause (the cut, the dead end),
+    # not by every node they name (the no-gradient family).
+    traced: bool = False
+
+
+@dataclass(frozen=True)
 class Finding:
     """One finding, immutable: a reporter writes it, the drawing draws its cause, nothing changes it."""
     code: str
@@ -74,6 +86,12 @@ class Finding:
     # Graph node ids the finding is about, and its cause (renderer input); not part of the JSON schema.
     nodes: tuple[str, ...] = ()
     cause: Cause | None = None
+    # Facts of the rule that made it (not part of the JSON schema): its family, whether it is a
+    # "no gradient in any execution" verdict (GC1xx but GC105), and whether its parameters get a
+    # gradient in some executions only (GC105).
+    family: Family | None = None
+    no_gradient: bool = False
+    conditional: bool = False
 
     def __post_init__(self):
         for name in ("parameters", "path", "nodes"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -14,6 +15,7 @@ from typing import Any, Callable
 
 from typing import TYPE_CHECKING
 
+from graphcheck import phases
 from graphcheck.errors import GraphcheckError
 
 if TYPE_CHECKING:   # torch is imported when a target is loaded, not when the CLI starts
@@ -76,8 +78,13 @@ def _short_traceback(exc: BaseException, file: str | None) -> str:
 
 
 def import_module_from(where: str, is_file: bool, spec: str):
+    phases.enter("import")
     if is_file:
         path = os.path.abspath(where)
+        if os.path.isdir(path):
+            raise GraphcheckError(
+                f"{where!r} (from target {spec!r}) is a folder, not a Python file. Name the file that "
+                "holds the factory: path/to/model.py:build_model, or package.module:factory for a package.")
         if not os.path.isfile(path):
             raise GraphcheckError(
                 f"Cannot find the file {where!r} (from target {spec!r}). Check the path; it is "
@@ -86,9 +93,13 @@ def import_module_from(where: str, is_file: bool, spec: str):
         if folder not in sys.path:
             sys.path.insert(0, folder)   # so the model file's sibling imports work
         module_name = "graphcheck_target_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
-        import_spec = importlib.util.spec_from_file_location(module_name, path)
+        # A file without the .py suffix (a script named `train`) is read as Python source too.
+        import_spec = importlib.util.spec_from_file_location(
+            module_name, path, loader=importlib.machinery.SourceFileLoader(module_name, path))
         module = importlib.util.module_from_spec(import_spec)
         sys.modules[module_name] = module
+        writes_bytecode = sys.dont_write_bytecode
+        sys.dont_write_bytecode = True   # no __pycache__ left next to the user's model
         try:
             import_spec.loader.exec_module(module)
         except SystemExit as exc:
@@ -105,6 +116,8 @@ def import_module_from(where: str, is_file: bool, spec: str):
                 "graphcheck runs the file like `python` would; make it importable without side "
                 "effects (put training code under `if __name__ == \"__main__\":`).",
                 detail=traceback.format_exc()) from exc
+        finally:
+            sys.dont_write_bytecode = writes_bytecode
         return module, path
     try:
         module = importlib.import_module(where)
@@ -174,6 +187,7 @@ def load_target(spec: str, *, meta: bool = False) -> LoadedTarget:
     """
     import torch
     factory, file = load_callable(spec, DEFAULT_FACTORY, "factory")
+    phases.enter("factory")
     try:
         with torch.device("meta") if meta else contextlib.nullcontext():
             result = factory()
@@ -183,8 +197,9 @@ def load_target(spec: str, *, meta: bool = False) -> LoadedTarget:
         raise GraphcheckError(
             f"The factory {spec} called sys.exit({exc.code!r}); it must return the model instead.") from None
     except Exception as exc:
+        what = str(exc) or ("out of memory" if isinstance(exc, MemoryError) else "(no message)")
         raise GraphcheckError(
-            f"The factory {spec} raised {type(exc).__name__}: {exc}{_short_traceback(exc, file)}. "
+            f"The factory {spec} raised {type(exc).__name__}: {what}{_short_traceback(exc, file)}. "
             "It is called with no arguments and must return an nn.Module or (module, example_inputs).",
             detail=traceback.format_exc()) from exc
     inputs: tuple = ()
@@ -213,21 +228,31 @@ def load_step(spec: str) -> Callable:
     return step
 
 
+def check_input_shapes(shapes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The ``--input-shape`` texts, each checked (no torch: the process that reports runs this)."""
+    for text in shapes or ():
+        _dims(text)
+    return tuple(shapes or ())
+
+
+def _dims(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise GraphcheckError(f"--input-shape {text!r} is not a shape; write it like 1,3,224,224.") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise GraphcheckError(f"--input-shape {text!r} needs positive sizes, like 1,3,224,224.")
+    return dims
+
+
 def parse_input_shapes(shapes: list[str] | tuple[str, ...]) -> tuple:
+    """One float32 input on the meta device per ``--input-shape`` text (``1,3,224,224``)."""
     if not shapes:
         return ()
-    import warnings
-    with warnings.catch_warnings():   # torch's import warns when NumPy is missing; the CLI prints its report only
-        warnings.simplefilter("ignore")
-        import torch
+    import torch
     inputs = []
     for text in shapes:
-        try:
-            dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
-        except ValueError:
-            raise GraphcheckError(f"--input-shape {text!r} is not a shape; write it like 1,3,224,224.") from None
-        if not dims or any(d <= 0 for d in dims):
-            raise GraphcheckError(f"--input-shape {text!r} needs positive sizes, like 1,3,224,224.")
+        dims = _dims(text)
         try:
             inputs.append(torch.randn(dims, device="meta"))
         except (TypeError, RuntimeError, OverflowError) as exc:

@@ -18,13 +18,15 @@ v with respect to u; taken from the real autograd graph of the traced pass).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 import networkx as nx
 
 from graphcheck.finding import Location
+from graphcheck.measured import ExecutionSample, Measured  # noqa: F401  ExecutionSample: re-exported
 
 LOSS = "loss"
 T = TypeVar("T")
@@ -60,18 +62,14 @@ class Decision:
     module: str = ""                 # qualified name of the module whose forward decides
 
 
-@dataclass
-class ExecutionSample:
-    """Which trainable parameters got a gradient in the extra executions (other seeds, inputs, calls)."""
-
-    runs: int = 0                    # executions that completed
-    failed: int = 0
-    with_gradient: set[str] = field(default_factory=set)      # in at least one of them
-    without_gradient: set[str] = field(default_factory=set)   # missing in at least one of them
-
-
-@dataclass
+@dataclass(frozen=True)
 class ModelGraph:
+    """The traced structure, frozen once built; ``measured`` holds what the checker measured before the rules.
+
+    The run context (the model, its inputs, the loss or step) is not here: it is the checker's
+    :class:`graphcheck.subject.Subject`. Analysis passes read this object only.
+    """
+
     graph: nx.DiGraph
     parameters: dict[str, ParamInfo]
     frontend: str
@@ -79,32 +77,20 @@ class ModelGraph:
     mode_source: str = "factory"     # "factory" | "--train" | "--eval" | "config" | "api"
     device: str = "meta"
     target: str = ""
-    notes: list[str] = field(default_factory=list)
-    # The analysed model and inputs, for rules that read weight values or run probes.
-    model: Any = None
-    inputs: tuple = ()
-    loss_fn: Callable | None = None
-    kwargs: dict = field(default_factory=dict)       # keyword inputs: model(*inputs, **kwargs)
-    step: Callable | None = None                     # a training step step(model, batch) -> loss
-    loss_source: str | None = None                   # which default loss ran ("output.loss", ...)
-    # Python decisions that may differ between executions, and what other executions showed.
-    decisions: list[Decision] = field(default_factory=list)
-    executions: ExecutionSample | None = None
-    # Whether a selected rule reads the probe's layer gradients (else the probe runs forward only).
-    probe_gradients: bool = True
+    notes: tuple[str, ...] = ()
+    loss_source: str | None = None   # which default loss ran ("output.loss", ...)
+    module_types: dict[str, str] = field(default_factory=dict)   # qualified module name -> class name
+    # Python decisions that may differ between executions (random draws, input values, state).
+    decisions: tuple[Decision, ...] = ()
+    measured: Measured = field(default_factory=Measured)
     # Results of the read-only analysis passes, keyed by the pass (see ``analysis``).
-    _results: dict = field(default_factory=dict, repr=False)
+    _results: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def with_measured(self, measured: Measured) -> "ModelGraph":
+        """This structure with the measurements' results (a new graph: passes run afresh on it)."""
+        return dataclasses.replace(self, measured=measured)
 
     # -- queries used by rules -------------------------------------------------------
-    @property
-    def has_weights(self) -> bool:
-        """True when the model's parameters hold real values (not the meta device)."""
-        if self.model is None:
-            return False
-        return any(not p.is_meta for p in self.model.parameters()) or not any(
-            True for _ in self.model.parameters()
-        )
-
     def trainable(self) -> list[ParamInfo]:
         return [p for p in self.parameters.values() if p.requires_grad]
 
@@ -128,10 +114,6 @@ class ModelGraph:
         if pass_ not in self._results:
             self._results[pass_] = pass_(self)
         return self._results[pass_]
-
-    def analysed(self, pass_: Callable[["ModelGraph"], T]) -> T | None:
-        """The result of ``pass_`` if some rule ran it, else None (without running it)."""
-        return self._results.get(pass_)
 
     def describe(self, node_id: str) -> str:
         """Short human name of a node, for paths in findings."""

@@ -25,6 +25,7 @@ class ActivationStats:
     mean_derivative: float | None = None  # relative to the maximum (saturating kinds)
     saturated_fraction: float | None = None
     dead_fraction: float | None = None    # ReLU family: units negative for every sample
+    node: str | None = None               # the graph node of this call, written by the probe as it runs
     # Running reductions over several draws (dead units): max pre-activation per unit.
     unit_max: torch.Tensor | None = field(default=None, repr=False)
 

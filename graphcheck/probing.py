@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Callable, Collection
+from typing import Collection, Mapping
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -45,13 +45,13 @@ from torch.utils import _pytree as pytree
 
 from graphcheck.ops import CHANNEL_FIRST, SATURATING, activation_kind, is_in_place
 from graphcheck.probe_data import ActivationStats, LayerGradient, Probe
-from graphcheck.running import call_with, leaves_of, canonical_parameters, default_loss, loss_in, inputs_on, module_stack, op_name, preserved, tensors_in
+from graphcheck.running import (buffers_on, canonical_parameters, inputs_on, leaves_of, module_stack, op_name, preserved,
+                                swapped_parameters, tensors_in)
 from graphcheck.sources import calling_the_model, location_here
+from graphcheck.subject import Subject, loss_of
 
-# Largest derivative of each saturating activation (sigmoid' <= 1/4, the others <= 1).
+# Beyond these sizes the probe's real arithmetic on the CPU would not fit or finish.
 MAX_PROBE_INPUT_ELEMENTS = 10_000_000
-
-
 MAX_PROBE_PARAMETERS = 200_000_000
 
 
@@ -120,9 +120,11 @@ class _ActivationRecorder(TorchFunctionMode):
     """Records pre-activation statistics at every saturating / ReLU-family call."""
 
     def __init__(self, modules: list[tuple[str, str]], param_ids: set[int],
-                 written: dict[int, tuple[torch.Tensor, torch.Tensor]]):
+                 written: dict[int, tuple[torch.Tensor, torch.Tensor]],
+                 nodes: Mapping[tuple[str, str, int], str]):
         super().__init__()
         self.module_stack = modules
+        self.nodes = nodes        # the graph node of each activation call, by (module, kind, occurrence)
         self.param_ids = param_ids
         self.records: list[ActivationStats] = []
         self.sums: list[_Sums] = []          # parallel to records
@@ -176,7 +178,8 @@ class _ActivationRecorder(TorchFunctionMode):
             units = x.shape[unit_dim] if x.ndim else 1
             stats = ActivationStats(kind=kind, module=module_path, module_type=module_type,
                                     occurrence=occurrence, location=location_here(), std=0.0, mean=0.0,
-                                    units=units, unit_dim=unit_dim)
+                                    units=units, unit_dim=unit_dim,
+                                    node=self.nodes.get((module_path, kind, occurrence)))
             sums = _Sums()
             sums.elements, sums.observations = x.numel(), x.numel() // max(units, 1)
             sums.total, sums.squares = float(x.sum()), float((x * x).sum())
@@ -243,29 +246,29 @@ def _samples(inputs: tuple, start: int, stop: int, batch: int) -> tuple:
                            and leaf.shape[0] == batch else leaf, inputs)
 
 
-def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None, *,
-              train: bool = True, kwargs: dict | None = None, step: Callable | None = None,
-              gradients: bool = True, weights: Collection[str] | None = None,
+def run_probe(subject: Subject, *, gradients: bool = True, weights: Collection[str] | None = None,
+              nodes: Mapping[tuple[str, str, int], str] | None = None,
               min_samples: int = 16, max_draws: int = 4) -> Probe:
-    """The probe's passes over the example inputs (see the module docstring for the plan).
+    """The probe's passes over the subject's example inputs (see the module docstring for the plan).
 
     ``weights`` limits the backward pass to the layer weights the rules compare (None: every
     weight with two or more dimensions); autograd then skips what only others need (an
     embedding table's backward). With ``gradients`` false, or no such weight, no backward runs.
+    ``nodes`` maps each activation call, by (module, kind, occurrence in that module), to its
+    graph node: the probe writes it on the call's statistics as it runs.
     """
     result = Probe()
+    model = subject.model
     if model is None or any(p.is_meta for p in model.parameters()):
         result.error = "the model has no real weights"
         return result
-    kwargs = dict(kwargs or {})
-    input_elements = sum(t.numel() for t in tensors_in((tuple(inputs), kwargs)))
+    input_elements = sum(t.numel() for t in tensors_in(subject.inputs))
     parameter_elements = sum(p.numel() for p in model.parameters())
     if input_elements > MAX_PROBE_INPUT_ELEMENTS or parameter_elements > MAX_PROBE_PARAMETERS:
-        # The probe runs real arithmetic on the CPU; beyond these sizes it would not fit or finish.
         result.error = (f"the model ({parameter_elements:,} weights) or its inputs ({input_elements:,} "
                         "elements) are too large for a CPU probe pass")
         return result
-    inputs, kwargs = inputs_on((tuple(inputs), kwargs), "cpu")
+    inputs, kwargs = inputs_on(subject.inputs, "cpu")
     # The model's own parameters: gradients are taken with autograd.grad, so neither their
     # values nor their .grad change, and no copy of the weights is made.
     params, _ = canonical_parameters(model)
@@ -273,12 +276,12 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
     wanted = {name: p for name, p in params.items() if p.requires_grad and p.ndim >= 2
               and (weights is None or name in weights)}
     gradients = gradients and bool(wanted)
-    buffers = {name: buf.detach().clone() for name, buf in model.named_buffers(remove_duplicate=False)}
-    plan = _Plan(model, loss_fn, step, wanted, names_by_id, buffers, gradients, result)
+    buffers = buffers_on(model, "cpu")
+    plan = _Plan(subject, wanted, names_by_id, buffers, gradients, result, nodes or {})
     try:
         with preserved(model), module_stack(model) as stack:
-            if model.training != train:
-                model.train(train)
+            if subject.train_override is not None:
+                model.train(subject.train_override)
             plan.stack = stack
             first = plan.run((inputs, kwargs), min_samples, max_draws)
     except Exception as exc:   # user code (model or loss) failing on the CPU: no probe findings
@@ -293,10 +296,10 @@ def run_probe(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = 
 class _Plan:
     """The probe's passes: the first (with the backward), then forward-only passes until the statistics have samples."""
 
-    def __init__(self, model, loss_fn, step, params, names_by_id, buffers, gradients, result: Probe):
-        self.model, self.loss_fn, self.step = model, loss_fn, step
+    def __init__(self, subject: Subject, params, names_by_id, buffers, gradients, result: Probe, nodes):
+        self.subject = subject
         self.params, self.names_by_id, self.buffers = params, names_by_id, buffers
-        self.gradients, self.result = gradients, result
+        self.gradients, self.result, self.nodes = gradients, result, nodes
         self.stack: list = []
         self.written: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # weights forward wrote to
 
@@ -329,7 +332,7 @@ class _Plan:
         if first is None:
             self.result.samples = self.result.draws = 0
             first = self._pass(batch, size, gradients=self.gradients)
-        floating = self.step is None and any(t.is_floating_point() for t in tensors_in(batch))
+        floating = self.subject.step is None and any(t.is_floating_point() for t in tensors_in(batch))
         generator = torch.Generator().manual_seed(0)
         for _ in range(max_draws - 1):
             if not floating or not first.short(min_samples):
@@ -348,17 +351,16 @@ class _Plan:
         first.fold(later)
 
     def _pass(self, batch: tuple, samples: int, *, gradients: bool) -> _ActivationRecorder:
-        recorder = _ActivationRecorder(self.stack, set(self.names_by_id), self.written)
+        recorder = _ActivationRecorder(self.stack, set(self.names_by_id), self.written, self.nodes)
         self.stack.clear()
         state = {n: b.clone() for n, b in self.buffers.items()}
         args, kwargs = batch
+        model = self.subject.model
         with torch.enable_grad() if gradients else torch.no_grad():
-            with recorder, calling_the_model():
-                output = call_with(self.model, state, args, kwargs, self.step)
+            with recorder, calling_the_model(), preserved(model), swapped_parameters(model, state):
+                output = self.subject.call(args, kwargs)
             if gradients:
-                loss = loss_in(output) if self.step is not None else \
-                    (self.loss_fn(output) if self.loss_fn is not None else default_loss(output))
-                grads = _gradients(loss, self.params)
+                grads = _gradients(loss_of(self.subject, output), self.params)
                 self.result.gradients = _layer_gradients(recorder.param_order, self.names_by_id,
                                                          self.params, grads)
         self.result.samples += samples

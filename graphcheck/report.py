@@ -9,10 +9,46 @@ from graphcheck.finding import Finding, Severity
 
 if TYPE_CHECKING:
     from graphcheck.model_graph import ModelGraph
-    from graphcheck.verify import Verification
+    from graphcheck.subject import Subject
 
 
-CONDITIONAL = "GC105"   # conditionally-used-parameter: in the GC1 range, but never a "no gradient" verdict
+@dataclass
+class FindingCheck:
+    """One GC1xx finding and whether autograd agrees that its parameters get no gradient."""
+    code: str
+    name: str
+    parameters: list[str]
+    confirmed: bool | None          # None: cannot be decided (zero-gradient verdict on meta only)
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "name": self.name, "parameters": list(self.parameters),
+                "confirmed": self.confirmed}
+
+
+@dataclass
+class Verification:
+    """The outcome of ``--verify`` for one target."""
+    status: str                                   # "agree" | "disagree" | "failed"
+    method: str = ""                              # "meta", "cpu", "meta+cpu-steps", "cpu+cpu-steps"
+    autograd: set[str] = field(default_factory=set)       # no gradient according to autograd
+    graphcheck: set[str] = field(default_factory=set)     # no gradient according to graphcheck
+    missed: set[str] = field(default_factory=set)         # autograd: none; graphcheck: fine
+    spurious: set[str] = field(default_factory=set)       # graphcheck: none; autograd: fine
+    undecided: set[str] = field(default_factory=set)      # zero-gradient verdicts seen only on meta
+    findings: list[FindingCheck] = field(default_factory=list)
+    unreported: set[str] = field(default_factory=set)     # no gradient, but filtered by --select/ignore
+    message: str = ""
+
+    @property
+    def agrees(self) -> bool:
+        return self.status == "agree"
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "method": self.method,
+                "autograd": sorted(self.autograd), "graphcheck": sorted(self.graphcheck),
+                "missed": sorted(self.missed), "spurious": sorted(self.spurious),
+                "undecided": sorted(self.undecided), "unreported": sorted(self.unreported),
+                "findings": [f.to_dict() for f in self.findings], "message": self.message}
 
 
 @dataclass
@@ -34,8 +70,9 @@ class TargetResult:
     skipped_rules: list[str] = field(default_factory=list)   # need real weights; the model is meta
     timings: dict = field(default_factory=dict)
     graph: "ModelGraph | None" = None
+    subject: "Subject | None" = None    # what was analysed and how it runs (in the process that ran it)
     detail: str | None = None           # traceback of an error, shown with --debug
-    verification: "Verification | None" = None   # set by --verify (graphcheck/verify.py)
+    verification: Verification | None = None     # set by --verify (graphcheck/verify.py)
 
     def to_dict(self, show_suppressed: bool = False) -> dict:
         data = {
@@ -61,12 +98,11 @@ class TargetResult:
     def parameters_without_gradient(self) -> set[str]:
         """Union of the GC1xx findings' parameters: what autograd will leave without gradient
         in every execution (GC105's parameters get one in some executions, so they are not here)."""
-        return {p for f in self.findings if f.code.startswith("GC1") and f.code != CONDITIONAL
-                for p in f.parameters}
+        return {p for f in self.findings if f.no_gradient for p in f.parameters}
 
     def conditionally_used_parameters(self) -> set[str]:
         """The GC105 findings' parameters: they get a gradient in some executions only."""
-        return {p for f in self.findings if f.code == CONDITIONAL for p in f.parameters}
+        return {p for f in self.findings if f.conditional for p in f.parameters}
 
 
 @dataclass

@@ -1,14 +1,15 @@
 """Running the user's model: tensors in a value, inputs on a device, the default loss, swapped parameters, module stacks.
 
-Every harness that executes the model (the graph builder, the probe, ``--verify``) uses
-these, so each swaps parameters and tracks the running module the same way.
+Every harness that executes the model (the graph builder, the probe, the extra executions,
+``--verify``) uses these, so each swaps parameters and tracks the running module the same way;
+the loss of a run is :func:`graphcheck.subject.loss_of`'s alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
@@ -169,6 +170,13 @@ def own_leaves(params: dict[str, torch.Tensor], device: str) -> dict[str, torch.
             for name, p in params.items()}
 
 
+def buffers_on(model: torch.nn.Module, device: str) -> dict[str, torch.Tensor]:
+    """Every buffer by qualified name, for a run on ``device``: meta stand-ins there, else copies (a
+    run's BatchNorm statistics update never reaches the model's own)."""
+    return {name: (buf.to("meta") if device == "meta" else buf.detach().clone())
+            for name, buf in model.named_buffers(remove_duplicate=False)}
+
+
 @contextlib.contextmanager
 def module_stack(model: torch.nn.Module):
     """A list that holds ``(qualified name, class name)`` of every module running right now.
@@ -265,13 +273,3 @@ def preserved(model: torch.nn.Module):
         with torch.no_grad():
             for buffer, saved in buffers:   # kernels such as batch_norm update in place without a version bump
                 buffer.copy_(saved)
-
-
-def call_with(model: torch.nn.Module, tensors: dict[str, torch.Tensor], inputs: tuple,
-              kwargs: dict | None = None, step: Callable | None = None) -> Any:
-    """``model(*inputs, **kwargs)`` (or ``step(model, batch)``) with ``tensors`` in place of its parameters
-    and buffers (by qualified name); whatever forward does to the module is undone afterwards."""
-    with preserved(model), swapped_parameters(model, tensors):
-        if step is not None:
-            return step(model, batch_of(tuple(inputs), dict(kwargs or {})))
-        return model(*inputs, **(kwargs or {}))

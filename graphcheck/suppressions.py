@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from graphcheck.finding import Finding, Location, Severity
-from graphcheck.registry import Rule, register
+from graphcheck.rules.base import Rule, register
 
 COMMENT = re.compile(r"#\s*graphcheck:\s*ignore\b(?:\[(?P<codes>[^\]]*)\])?", re.IGNORECASE)
 

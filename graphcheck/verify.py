@@ -18,15 +18,16 @@ is a graphcheck bug: the result becomes an error (exit code 2) that shows both s
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch.utils import _pytree as pytree
 
+from graphcheck import phases
+from graphcheck.analysis.gradient_flow import analyse
 from graphcheck.finding import name_list
-from graphcheck.running import (batch_of, canonical_parameters, default_loss, inputs_on, loss_in, own_leaves, preserved,
-                                swapped_parameters)
+from graphcheck.report import FindingCheck, Verification
+from graphcheck.running import buffers_on, canonical_parameters, inputs_on, own_leaves, preserved, swapped_parameters
+from graphcheck.subject import Subject, backward, loss_of
 
 # Above these sizes the real-valued pass is skipped: it would allocate or compute too much.
 MAX_REAL_PARAMETERS = 50_000_000
@@ -36,95 +37,43 @@ STEPS = 3
 LEARNING_RATE = 0.1
 
 
-@dataclass
-class FindingCheck:
-    """One GC1xx finding and whether autograd agrees that its parameters get no gradient."""
-    code: str
-    name: str
-    parameters: list[str]
-    confirmed: bool | None          # None: cannot be decided (zero-gradient verdict on meta only)
-
-    def to_dict(self) -> dict:
-        return {"code": self.code, "name": self.name, "parameters": list(self.parameters),
-                "confirmed": self.confirmed}
-
-
-@dataclass
-class Verification:
-    """The outcome of ``--verify`` for one target."""
-    status: str                                   # "agree" | "disagree" | "failed"
-    method: str = ""                              # "meta", "cpu", "meta+cpu-steps", "cpu+cpu-steps"
-    autograd: set[str] = field(default_factory=set)       # no gradient according to autograd
-    graphcheck: set[str] = field(default_factory=set)     # no gradient according to graphcheck
-    missed: set[str] = field(default_factory=set)         # autograd: none; graphcheck: fine
-    spurious: set[str] = field(default_factory=set)       # graphcheck: none; autograd: fine
-    undecided: set[str] = field(default_factory=set)      # zero-gradient verdicts seen only on meta
-    findings: list[FindingCheck] = field(default_factory=list)
-    unreported: set[str] = field(default_factory=set)     # no gradient, but filtered by --select/ignore
-    message: str = ""
-
-    @property
-    def agrees(self) -> bool:
-        return self.status == "agree"
-
-    def to_dict(self) -> dict:
-        return {"status": self.status, "method": self.method,
-                "autograd": sorted(self.autograd), "graphcheck": sorted(self.graphcheck),
-                "missed": sorted(self.missed), "spurious": sorted(self.spurious),
-                "undecided": sorted(self.undecided), "unreported": sorted(self.unreported),
-                "findings": [f.to_dict() for f in self.findings], "message": self.message}
-
-
 class _RunFailed(Exception):
     pass
 
 
-def _run(model, tensors: dict[str, torch.Tensor], inputs: tuple, loss_fn: Callable | None,
-         step: Callable | None = None):
+def _run(subject: Subject, tensors: dict[str, torch.Tensor], inputs: tuple) -> bool:
     """forward + loss + backward (or the training step + backward) with ``tensors`` swapped in;
     ``inputs`` is ``(args, kwargs)``. Returns False when nothing reaches the loss."""
-    args, kwargs = inputs
+    model = subject.model
     try:
         with preserved(model), swapped_parameters(model, tensors), torch.enable_grad():
-            if step is not None:
-                loss = loss_in(step(model, batch_of(args, kwargs)))
-            else:
-                loss = (loss_fn or default_loss)(model(*args, **kwargs))
-            if loss is None or not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-                return False
-            (loss.sum() if loss.numel() != 1 else loss.reshape(())).backward()
+            return backward(loss_of(subject, subject.call(*inputs)))
     except Exception as exc:
         raise _RunFailed(f"{type(exc).__name__}: {exc}") from exc
-    return True
 
 
-def _buffers(model, device: str) -> dict[str, torch.Tensor]:
-    return {name: (buf.to("meta") if device == "meta" else buf.detach().clone())
-            for name, buf in model.named_buffers(remove_duplicate=False)}
-
-
-def none_gradient_pass(model, inputs: tuple, loss_fn, device: str, step: Callable | None = None) -> set[str]:
+def none_gradient_pass(subject: Subject, device: str) -> set[str]:
     """Trainable parameters whose ``.grad`` is None after one backward pass on ``device``."""
-    leaves = own_leaves(canonical_parameters(model)[0], device)
-    _run(model, {**_buffers(model, device), **leaves}, inputs_on(inputs, device), loss_fn, step)
+    leaves = own_leaves(canonical_parameters(subject.model)[0], device)
+    _run(subject, {**buffers_on(subject.model, device), **leaves}, inputs_on(subject.inputs, device))
     return {n for n, p in leaves.items() if p.requires_grad and p.grad is None}
 
 
-def zero_gradient_steps(model, inputs: tuple, loss_fn, draws: int = DRAWS, steps: int = STEPS,
-                        lr: float = LEARNING_RATE, training_step: Callable | None = None) -> set[str]:
+def zero_gradient_steps(subject: Subject, draws: int = DRAWS, steps: int = STEPS,
+                        lr: float = LEARNING_RATE) -> set[str]:
     """Trainable parameters whose gradient is None or all zeros for every draw and SGD step (CPU)."""
-    canonical, _ = canonical_parameters(model)
+    canonical, _ = canonical_parameters(subject.model)
     trainable = [n for n, p in canonical.items() if p.requires_grad]
     generator = torch.Generator().manual_seed(0)
     ever_nonzero: set[str] = set()
     for draw in range(draws):
         weights = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in canonical.items()}
-        buffers = _buffers(model, "cpu")
+        buffers = buffers_on(subject.model, "cpu")
         for step in range(steps):
-            batch = inputs_on(inputs, "cpu", None if draw == step == 0 else generator)
+            batch = inputs_on(subject.inputs, "cpu", None if draw == step == 0 else generator)
             for tensor in weights.values():
                 tensor.grad = None
-            if not _run(model, {**buffers, **weights}, batch, loss_fn, training_step):
+            if not _run(subject, {**buffers, **weights}, batch):
                 break
             with torch.no_grad():
                 for name in trainable:
@@ -143,59 +92,50 @@ def _numel(values) -> int:
     return sum(t.numel() for t in pytree.tree_leaves(values) if isinstance(t, torch.Tensor))
 
 
-def autograd_verdict(model, inputs: tuple, loss_fn, mode: str | None = "train",
-                     step: Callable | None = None) -> tuple[set[str], str, bool]:
+def autograd_verdict(subject: Subject) -> tuple[set[str], str, bool]:
     """(parameters autograd leaves without gradient, how that was measured, whether zeros were tested).
 
-    ``inputs`` is ``(args, kwargs)``: the model runs as ``model(*args, **kwargs)``, or ``step(model, batch)``.
-    ``mode`` None keeps the modes the model is in (the factory's, submodules included)."""
-    with preserved(model):   # an override's modes are for the check only
-        if mode is not None:
-            model.train(mode == "train")
-        return _autograd_verdict(model, inputs, loss_fn, step)
+    The subject's mode override applies for the check only (None keeps the factory's modes)."""
+    with preserved(subject.model):
+        if subject.train_override is not None:
+            subject.model.train(subject.train_override)
+        return _autograd_verdict(subject)
 
 
-def _autograd_verdict(model, inputs: tuple, loss_fn, step: Callable | None) -> tuple[set[str], str, bool]:
-    canonical, _ = canonical_parameters(model)
+def _autograd_verdict(subject: Subject) -> tuple[set[str], str, bool]:
+    canonical, _ = canonical_parameters(subject.model)
     real = bool(canonical) and not any(p.is_meta for p in canonical.values())
     try:
-        none_set, method = none_gradient_pass(model, inputs, loss_fn, "meta", step), "meta"
+        none_set, method = none_gradient_pass(subject, "meta"), "meta"
     except _RunFailed as meta_failure:
         if not real:
             raise _RunFailed(f"the forward/backward pass on the meta device failed ({meta_failure}) "
                              "and the model has no real weights to run on the CPU") from None
-        none_set, method = none_gradient_pass(model, inputs, loss_fn, "cpu", step), "cpu"
+        none_set, method = none_gradient_pass(subject, "cpu"), "cpu"
     if not real:
         return none_set, method, not canonical
     small = (_numel(list(canonical.values())) <= MAX_REAL_PARAMETERS
-             and _numel(inputs) <= MAX_REAL_INPUT_ELEMENTS)
+             and _numel(subject.inputs) <= MAX_REAL_INPUT_ELEMENTS)
     if not small:
         return none_set, method, False
-    zero_set = zero_gradient_steps(model, inputs, loss_fn, training_step=step)
+    zero_set = zero_gradient_steps(subject)
     return zero_set | none_set, method + "+cpu-steps", True
 
 
-def verify_graph(graph, findings=()) -> Verification:
-    """Compare graphcheck's verdicts on ``graph`` (a ModelGraph) with autograd's."""
-    from graphcheck.analysis.gradient_flow import analyse
-
+def verify_graph(graph, subject: Subject, findings=()) -> Verification:
+    """Compare graphcheck's verdicts on ``graph`` (a ModelGraph of ``subject``) with autograd's."""
     verdicts = analyse(graph)
     # Conditionally used parameters (GC105) get a gradient in some executions only: not comparable.
     conditional = {name for name, v in verdicts.items() if v.kind == "conditional"}
     flagged = {name for name, v in verdicts.items() if v.kind not in ("ok", "conditional")}
     zero_kind = {name for name, v in verdicts.items() if v.kind == "zero"}
-    flags = [(m, m.training) for m in graph.model.modules()]
+    phases.enter("verify")
     try:
-        autograd, method, values_tested = autograd_verdict(
-            graph.model, (tuple(graph.inputs), dict(graph.kwargs)), graph.loss_fn,
-            None if graph.mode_source == "factory" else graph.mode, graph.step)
+        autograd, method, values_tested = autograd_verdict(subject)
         autograd -= conditional
     except _RunFailed as exc:
         return Verification(status="failed", graphcheck=flagged,
                             message=f"could not verify: {exc}")
-    finally:
-        for module, training in flags:
-            module.training = training
     if values_tested:
         missed, spurious, undecided = autograd - flagged, flagged - autograd, set()
     else:
@@ -206,7 +146,7 @@ def verify_graph(graph, findings=()) -> Verification:
     checks = []
     reported = set()
     for finding in findings:
-        if not finding.code.startswith("GC1") or finding.code == "GC105":
+        if not finding.no_gradient:
             continue
         params = list(finding.parameters)
         reported.update(params)
@@ -257,10 +197,10 @@ def _describe(v: Verification) -> str:
 
 def verify_result(result) -> "Verification | None":
     """Verify one ok TargetResult in place: ``result.verification``, a note, and an error on disagreement."""
-    if result.status != "ok" or result.graph is None or result.graph.model is None:
+    if result.status != "ok" or result.graph is None or result.subject is None:
         return None
     try:
-        verification = verify_graph(result.graph, result.findings)
+        verification = verify_graph(result.graph, result.subject, result.findings)
     except Exception as exc:   # the checker must not crash the report
         verification = Verification(status="failed", message=(
             f"could not verify: internal error {type(exc).__name__}: {exc}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -10,18 +11,25 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "graphcheck"
 
-# Lower layers never import higher ones (cli -> check -> {frontends, rules, verify} -> analysis
-# -> {model graph, ops, running, sources} -> finding). Rank: a module may import only equal or lower ranks.
+# Lower layers never import higher ones (cli -> checker -> {measuring, frontends, rules, verify} -> analysis
+# -> {model graph, ops, running, subject, sources} -> finding). Rank: a module may import only equal or lower ranks.
 LAYERS = [
-    ("graphcheck.finding", "graphcheck.errors", "graphcheck.version", "graphcheck.probe_data"),
-    ("graphcheck.ops", "graphcheck.model_graph", "graphcheck.sources", "graphcheck.running", "graphcheck.probing"),
+    ("graphcheck.finding", "graphcheck.errors", "graphcheck.version", "graphcheck.probe_data", "graphcheck.measured",
+     "graphcheck.phases"),
+    ("graphcheck.ops", "graphcheck.model_graph", "graphcheck.sources", "graphcheck.running", "graphcheck.subject",
+     "graphcheck.probing"),
     ("graphcheck.analysis",),
-    ("graphcheck.registry", "graphcheck.report", "graphcheck.docs"),
+    ("graphcheck.rules.base", "graphcheck.report"),
     ("graphcheck.rules", "graphcheck.frontends", "graphcheck.verify", "graphcheck.loader", "graphcheck.config",
-     "graphcheck.suppressions"),
-    ("graphcheck.checker", "graphcheck.reporters", "graphcheck.drawing", "graphcheck.progress"),
+     "graphcheck.suppressions", "graphcheck.measuring"),
+    ("graphcheck.checker", "graphcheck.registry", "graphcheck.docs", "graphcheck.reporters", "graphcheck.drawing",
+     "graphcheck.progress"),
     ("graphcheck.cli", "graphcheck.quiet", "graphcheck.testing", "graphcheck.pytest_plugin", "graphcheck.__main__", "graphcheck"),
 ]
+
+# Modules that run the user's code (import it, call forward, the loss or a step).
+RUNS_USER_CODE = ("graphcheck.running", "graphcheck.subject", "graphcheck.probing", "graphcheck.frontends",
+                  "graphcheck.measuring", "graphcheck.verify", "graphcheck.loader", "graphcheck.checker")
 
 
 def _module_name(path: Path) -> str:
@@ -91,8 +99,6 @@ def test_imports_run_one_way():
     offenders = []
     for module, path in MODULES.items():
         for source, names, top in _imports(path):
-            if module == "graphcheck.registry" and source == "graphcheck" and not top:
-                continue   # the registry loads the rule package lazily, when rules are first asked for
             for target in ({_target(source, n) for n in names} or {source}):
                 if target in MODULES and _rank(target) > _rank(module):
                     offenders.append(f"{module} (layer {_rank(module)}) imports {target} (layer {_rank(target)})")
@@ -102,9 +108,7 @@ def test_imports_run_one_way():
 def test_no_import_cycles():
     graph = nx.DiGraph()
     for module, path in MODULES.items():
-        for source, names, top in _imports(path):
-            if not top:
-                continue   # a lazy import inside a function (the registry loading the rules)
+        for source, names, _ in _imports(path):
             for target in ({_target(source, n) for n in names} or {source}):
                 if target in MODULES and target != module and not module.startswith(target + "."):
                     graph.add_edge(module, target)
@@ -113,7 +117,8 @@ def test_no_import_cycles():
 
 
 def test_rules_never_import_each_other():
-    rules = {m for m in MODULES if m.startswith("graphcheck.rules.")}
+    """Rule family modules import the base class (``rules.base``), never another family."""
+    rules = {m for m in MODULES if m.startswith("graphcheck.rules.") and m != "graphcheck.rules.base"}
     offenders = [f"{module} imports {source}" for module in rules
                  for source, names, _ in _imports(MODULES[module])
                  for target in ({_target(source, n) for n in names} or {source}) if target in rules]
@@ -133,3 +138,29 @@ def test_help_and_rule_docs_do_not_import_torch():
     process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip() == "[]", process.stdout
+
+
+def test_analysis_only_reads():
+    """Nothing under graphcheck/analysis imports a module that runs the user's code (the checker measures first)."""
+    offenders = [f"{module} imports {target}"
+                 for module, path in MODULES.items() if module.startswith("graphcheck.analysis")
+                 for source, names, _ in _imports(path)
+                 for target in ({_target(source, n) for n in names} or {source})
+                 if any(target == m or target.startswith(m + ".") for m in RUNS_USER_CODE)]
+    assert not offenders, offenders
+
+
+# A finding's family and verdict travel with it (``Finding.family``, ``.no_gradient``, ``.conditional``):
+# outside the rules, no code asks a code string what kind of finding it is.
+_CODE_TESTS = re.compile(r"""code\s*\[:\d*\]|startswith\(\s*\(?\s*["']GC|["']GC\d{1,3}["']\s*(in|==|!=)|(==|!=)\s*["']GC\d""")
+
+
+def test_no_code_prefix_tests_outside_rules():
+    offenders = []
+    for module, path in MODULES.items():
+        if module.startswith("graphcheck.rules"):
+            continue   # the rules themselves
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if _CODE_TESTS.search(line):
+                offenders.append(f"{module}:{number}: {line.strip()}")
+    assert not offenders, offenders

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import graphcheck
 from graphcheck.cli import cli
 from graphcheck.frontends import build_graph, sample_executions
+from graphcheck.subject import Subject
 from tests import conditional_models as cm
 from tests.fixture_files import markers
 from tests.oracle import executions_oracle
@@ -133,9 +134,9 @@ def test_toggle_and_input_branch_are_gc105(factory, cls):
 
 def test_toggle_state_and_random_generators_are_left_as_they_were():
     model, inputs = cm.toggle()
-    graph = build_graph(model, inputs)
+    graph, subject = build_graph(Subject(model, inputs))
     torch_state, python_state = torch.get_rng_state(), random.getstate()
-    sample = sample_executions(graph)
+    sample = sample_executions(graph, subject)
     assert sample.runs == 6 and sample.failed == 0
     assert model.use_a is True
     assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == python_state
@@ -144,7 +145,7 @@ def test_toggle_state_and_random_generators_are_left_as_they_were():
 
 def test_deterministic_model_runs_no_other_execution():
     model, result, _, _ = _checked("aux_model_in_eval", "main_and_aux_loss")
-    assert result.graph.decisions == [] and result.graph.executions is None
+    assert result.graph.decisions == () and result.graph.measured.executions is None
     assert "executions" not in result.timings
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
+import random
+
+import numpy as np
 import pytest
 import torch
 
@@ -18,17 +24,82 @@ def _id(path):
     return str(path.relative_to(path.parents[2])) if len(path.parents) > 2 else path.name
 
 
-def _run(path):
+# Each fixture is analysed once per session for each set of arguments (on the CPU or on meta,
+# plus any `graphcheck.check` options), and its 16-execution oracle computed once: the tests
+# below share these. Both run under seed 0 with the caller's random state put back, so what is
+# cached does not depend on which test asks first, and asking does not move anyone's state.
+
+@contextlib.contextmanager
+def _seeded(seed: int = 0):
+    """torch, `random` and numpy seeded; their previous states restored on the way out."""
+    states = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+
+
+@functools.cache
+def _checked(path, on_meta: bool = False, **options):
+    """graphcheck's result for the fixture's factory (the shared copy: read it via `_run`).
+
+    ``on_meta`` takes the meta trace that larger models get instead of the CPU trace that small
+    real-weight models get; ``options`` (hashable: tuples, not lists) go to `graphcheck.check`."""
     module = load_module(path)
     loss = getattr(module, "loss", None)
-    result = graphcheck.check(f"{path}:build_model", loss=f"{path}:loss" if loss else None)
+    with _seeded(), pytest.MonkeyPatch.context() as patch:   # the same weights and inputs for both traces
+        if on_meta:
+            from graphcheck.frontends import chain
+            patch.setattr(chain, "SMALL_MODEL_PARAMETERS", -1)
+        return graphcheck.check(f"{path}:build_model", loss=f"{path}:loss" if loss else None, **options)
+
+
+def _own_copy(result):
+    """A copy of a cached result with its own lists, dicts and sets (findings themselves are
+    frozen): a test that changed its copy could not change what the next test reads."""
+    clone = copy.copy(result)
+    for name, value in vars(result).items():
+        if isinstance(value, (list, dict, set)):
+            setattr(clone, name, copy.copy(value))
+    return clone
+
+
+def _run(path, *, on_meta: bool = False, **options):
+    result = _own_copy(_checked(path, on_meta, **options))
     assert result.status == "ok", result.error
-    return module, result
+    return result
+
+
+def _build(path):
+    """The fixture's module, model and inputs, built under seed 0 (the oracle's weights)."""
+    module = load_module(path)
+    with _seeded():
+        model, inputs = module.build_model()
+    return module, model, inputs
+
+
+@functools.cache
+def _cached_oracle(path):
+    module, model, inputs = _build(path)
+    with _seeded():
+        never, sometimes = executions_oracle(model, tuple(inputs), getattr(module, "loss", None))
+    return frozenset(never), frozenset(sometimes)
+
+
+def _oracle(path) -> tuple[set[str], set[str]]:
+    """`executions_oracle` on the fixture's model built under seed 0: (never, sometimes), fresh sets."""
+    never, sometimes = _cached_oracle(path)
+    return set(never), set(sometimes)
 
 
 @pytest.mark.parametrize("path", FILES, ids=_id)
 def test_findings_point_at_the_marked_lines(path):
-    _, result = _run(path)
+    result = _run(path)
     expected = markers(path)
     rule = rule_of(path)
     found = {(f.location.line, f.name) for f in result.findings
@@ -50,9 +121,8 @@ def test_findings_point_at_the_marked_lines(path):
 def test_gc1xx_equals_autograd(path):
     """Both ways, over 16 executions (seeds, fresh inputs, successive calls): GC1xx is exactly the
     parameters that never get a gradient, GC105 exactly those that get one in some executions only."""
-    module, result = _run(path)
-    model, inputs = module.build_model()
-    never, sometimes = executions_oracle(model, tuple(inputs), getattr(module, "loss", None))
+    result = _run(path)
+    never, sometimes = _oracle(path)
     assert result.parameters_without_gradient() == never
     assert result.conditionally_used_parameters() == sometimes
 
@@ -71,10 +141,10 @@ EXPORT_LIMITATIONS = {
 @pytest.mark.parametrize("frontend", ["fx", "export", "autograd"])
 @pytest.mark.parametrize("path", [p for p in FILES if rule_of(p) and p.parts[-3] == "params"], ids=_id)
 def test_every_frontend_gives_the_same_gc1xx_verdict(path, frontend):
-    module = load_module(path)
-    model, inputs = module.build_model()
-    truth, _ = executions_oracle(model, tuple(inputs), getattr(module, "loss", None))
-    result = graphcheck.check(model, inputs, loss=getattr(module, "loss", None), frontends=(frontend,))
+    truth, _ = _oracle(path)
+    module, model, inputs = _build(path)   # the weights the oracle ran on
+    with _seeded():
+        result = graphcheck.check(model, inputs, loss=getattr(module, "loss", None), frontends=(frontend,))
     limitation = EXPORT_LIMITATIONS.get(str(path.relative_to(FIXTURES)))
     if frontend == "export" and limitation and result.status == "error":
         assert limitation[0] in result.error, result.error
@@ -88,7 +158,7 @@ def test_seed_models_have_no_gc1xx_finding():
     seeds = [p for p in FILES if p.parent.name == "seed" and p.stem.startswith("linear_")]
     assert len(seeds) == 3
     for path in seeds:
-        _, result = _run(path)
+        result = _run(path)
         assert not [f for f in result.findings if f.code.startswith("GC1")], path
 
 
@@ -105,15 +175,11 @@ def test_oracle_sees_zero_init_wake_up():
 
 
 @pytest.mark.parametrize("path", FILES, ids=_id)
-def test_meta_and_cpu_traces_give_the_same_findings(path, monkeypatch):
+def test_meta_and_cpu_traces_give_the_same_findings(path):
     """Small real-weight models are traced on the CPU (no meta first-use cost); the meta trace,
     what larger models get, must find exactly the same on every fixture."""
-    from graphcheck.frontends import chain
-    torch.manual_seed(0)   # the same weights and inputs for both (graphcheck calls the factory)
-    _, on_cpu = _run(path)
-    monkeypatch.setattr(chain, "SMALL_MODEL_PARAMETERS", -1)
-    torch.manual_seed(0)
-    _, on_meta = _run(path)
+    on_cpu = _run(path)                  # both under seed 0: the same weights and inputs (graphcheck
+    on_meta = _run(path, on_meta=True)   # calls the factory); see `_checked`
     assert on_cpu.device == "cpu"
     assert on_meta.device == "meta" or any("meta" in note for note in on_meta.notes)
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from graphcheck.subject import Subject
 from graphcheck.probing import SATURATED_BELOW, relative_derivative, run_probe
 
 
@@ -31,7 +32,7 @@ def _loss(output):
 def test_gradient_pass_on_one_sample_and_the_rest_forward_only():
     torch.manual_seed(0)
     model, x = Mlp(), torch.randn(8, 16)
-    probe = run_probe(model, (x,), _loss, min_samples=8)
+    probe = run_probe(Subject(model, (x,), loss_fn=_loss), min_samples=8)
     # One sample with backward, then the other seven forward only: 8 entries per unit, enough.
     assert (probe.draws, probe.samples) == (2, 8)
     assert [g.param for g in probe.gradients] == ["fc1.weight", "fc2.weight", "head.weight"]
@@ -40,7 +41,7 @@ def test_gradient_pass_on_one_sample_and_the_rest_forward_only():
 def test_statistics_over_passes_equal_those_of_the_whole_batch():
     torch.manual_seed(0)
     model, x = Mlp(), 3 * torch.randn(8, 16)
-    probe = run_probe(model, (x,), _loss, min_samples=8)
+    probe = run_probe(Subject(model, (x,), loss_fn=_loss), min_samples=8)
     relu_in = model.fc1(x).detach()
     tanh_in = model.fc2(torch.relu(relu_in)).detach()
     relu, tanh = probe.activations
@@ -57,7 +58,7 @@ def test_statistics_over_passes_equal_those_of_the_whole_batch():
 def test_gradient_norms_are_those_of_the_first_sample():
     torch.manual_seed(0)
     model, x = Mlp(), torch.randn(8, 16)
-    probe = run_probe(model, (x,), _loss)
+    probe = run_probe(Subject(model, (x,), loss_fn=_loss))
     grads = torch.autograd.grad(_loss(model(x[:1])), [model.fc1.weight, model.head.weight])
     norms = {g.param: g.grad_norm for g in probe.gradients}
     assert norms["fc1.weight"] == pytest.approx(float(grads[0].norm()), rel=1e-4)
@@ -69,7 +70,7 @@ def test_images_need_one_sample():
     # A convolution's channels see every position: one image gives 64 entries per unit.
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 2))
-    probe = run_probe(model, (torch.randn(4, 3, 8, 8),), _loss)
+    probe = run_probe(Subject(model, (torch.randn(4, 3, 8, 8),), loss_fn=_loss))
     assert (probe.draws, probe.samples) == (1, 1)
 
 
@@ -88,7 +89,7 @@ def test_one_sample_failing_falls_back_to_the_whole_batch():
     model, x = BatchNormHead().train(), torch.randn(4, 16)
     with pytest.raises(ValueError):
         model(x[:1])
-    probe = run_probe(model, (x,), _loss)
+    probe = run_probe(Subject(model, (x,), loss_fn=_loss))
     assert probe.error is None
     assert probe.samples >= 4 and probe.gradients
     assert float(model.bn.running_mean.abs().sum()) == 0.0   # buffers untouched
@@ -111,7 +112,7 @@ class Contrastive(nn.Module):
 def test_no_gradient_on_one_sample_falls_back_to_the_whole_batch():
     torch.manual_seed(0)
     model, inputs = Contrastive(), (torch.randn(4, 16), torch.randn(4, 12))
-    probe = run_probe(model, inputs, lambda loss: loss)
+    probe = run_probe(Subject(model, inputs, loss_fn=lambda loss: loss))
     norms = {g.param: g.grad_norm for g in probe.gradients}
     assert norms and all(norm > 0 for norm in norms.values())
     assert probe.samples == 4
@@ -119,9 +120,9 @@ def test_no_gradient_on_one_sample_falls_back_to_the_whole_batch():
 
 def test_only_the_named_weights_are_measured():
     model = nn.Sequential(nn.Embedding(50, 16), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2))
-    probe = run_probe(model, (torch.randint(0, 50, (2, 8)),), _loss, weights={"1.weight", "3.weight"})
+    probe = run_probe(Subject(model, (torch.randint(0, 50, (2, 8)),), loss_fn=_loss), weights={"1.weight", "3.weight"})
     assert [g.param for g in probe.gradients] == ["1.weight", "3.weight"]
-    forward_only = run_probe(model, (torch.randint(0, 50, (2, 8)),), _loss, weights=set())
+    forward_only = run_probe(Subject(model, (torch.randint(0, 50, (2, 8)),), loss_fn=_loss), weights=set())
     assert forward_only.gradients == [] and forward_only.activations
 
 
@@ -129,7 +130,7 @@ def test_forward_only_probe_also_starts_with_one_sample():
     # GC1 alone reads dead ReLUs only: no backward, and one image is enough for a convolution.
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 2))
-    probe = run_probe(model, (torch.randn(4, 3, 8, 8),), _loss, gradients=False)
+    probe = run_probe(Subject(model, (torch.randn(4, 3, 8, 8),), loss_fn=_loss), gradients=False)
     assert (probe.draws, probe.samples, probe.gradients) == (1, 1, [])
-    mlp = run_probe(Mlp(), (torch.randn(8, 16),), _loss, gradients=False, min_samples=8)
+    mlp = run_probe(Subject(Mlp(), (torch.randn(8, 16),), loss_fn=_loss), gradients=False, min_samples=8)
     assert (mlp.draws, mlp.samples) == (2, 8)

@@ -110,7 +110,8 @@ def test_cut_edges_are_dashed_grey_and_flagged_paths_red(detached):
 
 def _with_finding(result, code, nodes, parameters=()):
     finding = Finding(code=code, name=f"rule-{code.lower()}", severity=Severity.WARNING,
-                      message=f"synthetic {code} message", parameters=list(parameters), nodes=list(nodes))
+                      message=f"synthetic {code} message", parameters=list(parameters), nodes=list(nodes),
+                      family=family_of(code))
     result.findings.append(finding)
     return finding
 

@@ -2,7 +2,7 @@
 
 The probe-based rules claim numbers (mean activation derivative, fraction of dead units,
 gradient-norm ratio, zero gradients at step 0, units that stay identical). Each claim is
-re-measured here with plain autograd and hooks on a probe batch, without graphcheck.analysis.probe.
+re-measured here with plain autograd and hooks on a probe batch, without graphcheck.probing.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Verdicts per trainable parameter:
               itself never gets a gradient)
 ``ok``        it gets a gradient
 ``conditional`` it gets a gradient in some executions and not in others (the analysed one and
-              the extra executions ``ModelGraph.executions`` sampled: other seeds, inputs, calls);
+              the extra executions ``ModelGraph.measured.executions`` sampled: other seeds, inputs, calls);
               never one of the "no gradient" verdicts, which must hold for every execution
 """
 
@@ -25,14 +25,18 @@ import networkx as nx
 
 from graphcheck.analysis.index_ranges import dropped_operands, written_in_place
 from graphcheck.analysis.paths import location_on_path
-from graphcheck.analysis.probe import probe
-from graphcheck.analysis.signal import probe_nodes
 from graphcheck.analysis.weights import value_facts
 from graphcheck.finding import Location
+from graphcheck.measured import Measure
 from graphcheck.model_graph import LOSS, ModelGraph
 from graphcheck.ops import (AFFINE_MODULES, AFFINE_NORM_FUNCTIONS, AFFINE_NORM_MODULES, BATCH_NORM_FUNCTIONS,
                             BATCH_NORM_MODULES, BIAS_FIRST, BIAS_LAST, DETACHING_OPS, DROPOUT, MULTIPLY, RELU_FAMILY,
                             SUM_LIKE, ZERO_CREATORS, ZERO_DERIVATIVE_OPS, ZERO_PRESERVING)
+
+
+# The measurements the verdicts read: zero weights (GC104's fixpoint) and ReLU layers dead at init.
+# Rules that call :func:`analyse` declare them; the GC10x rules add the other executions (GC105).
+VERDICT_MEASURES = frozenset({Measure.WEIGHTS, Measure.DEAD_UNITS})
 
 
 def _factors(data: dict) -> tuple[list[str], list[str]] | None:
@@ -164,8 +168,8 @@ class _ZeroValues:
 
 
 def _zero_valued_params(mg: ModelGraph) -> set[str]:
-    """Parameters whose values are all zero (needs real weights); frozen ones stay zero for good."""
-    if mg.model is None or not mg.has_weights:
+    """Parameters whose values are all zero (measured weights only); frozen ones stay zero for good."""
+    if mg.measured.weights is None:
         return set()
     facts = value_facts(mg)
     return {name for name in mg.parameters if name in facts and facts[name].zero}
@@ -175,17 +179,13 @@ def _dead_relus(mg: ModelGraph) -> frozenset[str]:
     """ReLU calls whose every unit is inactive for every probe sample with the initial weights.
 
     Nothing passes them, forward or backward, and the layers feeding them get no gradient to
-    move them out of it: dead at init, for good (needs real weights; uses the shared probe).
+    move them out of it: dead at init, for good (read from the probe, when it ran).
     """
-    nodes = probe_nodes(mg)
-    if not mg.has_weights or not any(kind in RELU_FAMILY for _, kind, _ in nodes):
-        return frozenset()   # no ReLU to be dead: no probe pass
-    result = probe(mg)
-    if result.error:
+    result = mg.measured.probe
+    if result is None or result.error:
         return frozenset()
-    return frozenset(node for stats in result.activations
-                     if stats.kind in RELU_FAMILY and stats.dead_fraction == 1.0
-                     and (node := nodes.get((stats.module, stats.kind, stats.occurrence))) is not None)
+    return frozenset(stats.node for stats in result.activations
+                     if stats.kind in RELU_FAMILY and stats.dead_fraction == 1.0 and stats.node is not None)
 
 
 def _nonzero_grad_view(mg: ModelGraph, values: _ZeroValues) -> nx.DiGraph:
@@ -237,7 +237,7 @@ def _analyse(mg: ModelGraph) -> dict[str, Verdict]:
 
 def _conditional(mg: ModelGraph, verdicts: dict[str, Verdict]) -> dict[str, Verdict]:
     """A parameter with a gradient in some executions and none in others is conditionally used."""
-    sample = mg.executions
+    sample = mg.measured.executions
     if sample is None or not sample.runs:
         return verdicts
     for name, verdict in verdicts.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 
 from graphcheck.model_graph import ModelGraph
@@ -97,13 +97,9 @@ def _weight_uses(graph: ModelGraph) -> list[WeightUse]:
     return uses
 
 
-def parameter_values(graph: ModelGraph) -> dict[str, torch.Tensor]:
-    """The weights' values (real weights only), detached."""
-    return graph.analysis(_parameter_values)
-
-
-def _parameter_values(graph: ModelGraph) -> dict[str, torch.Tensor]:
-    return {name: p.detach() for name, p in graph.model.named_parameters()}
+def parameter_values(graph: ModelGraph) -> Mapping[str, torch.Tensor]:
+    """The weights' values, detached, as the checker measured them (empty when not measured)."""
+    return graph.measured.weights or {}
 
 
 @dataclass(frozen=True)

@@ -133,3 +133,23 @@ def render_results(results: list["TargetResult"], path: str | Path, *, depth: in
             missing_hint_given = True
         messages.append(message)
     return messages
+
+
+def render_messages(drawn: list[tuple["TargetResult", tuple | None]]) -> list[str]:
+    """What to tell the user about drawings made elsewhere (in the workers): ``(result, (message, image))``
+    per target, None where nothing was drawn."""
+    messages: list[str] = []
+    missing_hint_given = False
+    for result, rendered in drawn:
+        if rendered is None:
+            messages.append(f"{result.target}: not drawn, the model could not be analysed")
+            continue
+        message, image = rendered
+        if len(drawn) > 1:
+            message = f"{result.target}: {message}"
+        if not image and "not installed" in message:
+            if missing_hint_given:
+                message = message.split(": the graphviz program")[0] + ": `dot` is not installed"
+            missing_hint_given = True
+        messages.append(message)
+    return messages

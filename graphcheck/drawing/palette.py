@@ -1,31 +1,17 @@
-"""Colours of the drawing: one family per rule family, the worst finding decides a node's colour."""
+"""Colours of the drawing: each finding carries its rule family's colours; the worst finding decides a node's colour."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Iterable
 
-from graphcheck.finding import Finding
+from graphcheck.finding import Family, Finding
+from graphcheck.registry import all_rules
+from graphcheck.rules.base import OTHER_FAMILY
 
-@dataclass(frozen=True)
-class Family:
-    prefix: str
-    title: str
-    colour: str     # border, edges, badges
-    fill: str       # light fill of flagged parameters and boxes
-
-
-FAMILIES = (
-    Family("GC1", "no gradient", "#d62728", "#fcd5d5"),
-    Family("GC2", "partial gradient cut", "#9c27b0", "#efd9f3"),
-    Family("GC3", "saturating chain", "#f57c00", "#ffe3c2"),
-    Family("GC4", "bottleneck / topology", "#1f77b4", "#d6e6f5"),
-    Family("GC5", "initialisation", "#2e7d32", "#d7ecd8"),
-)
-
-
-OTHER_FAMILY = Family("GC", "other finding", "#555555", "#e6e6e6")
+# The rule families in code order, as the rule modules declare them (a new family brings its colour).
+FAMILIES: tuple[Family, ...] = tuple(dict.fromkeys(rule.family for rule in all_rules()
+                                                   if rule.family is not OTHER_FAMILY))
 
 
 CUT_EDGE = "#9e9e9e"
@@ -37,11 +23,13 @@ HEALTHY_FILL = "#f2f2f2"
 HEALTHY_BORDER = "#9e9e9e"
 
 
-def family_of(code: str) -> Family:
-    """The rule family of a finding code (GC103 -> GC1xx); unknown families get a neutral style."""
-    for family in FAMILIES:
-        if code.startswith(family.prefix):
-            return family
+def family_of(item: Finding | str) -> Family:
+    """The family of a finding (it carries it), or of a rule code; unknown codes get a neutral style."""
+    if isinstance(item, Finding):
+        return item.family or OTHER_FAMILY
+    for rule in all_rules():
+        if rule.code == item:
+            return rule.family
     return OTHER_FAMILY
 
 
@@ -51,7 +39,7 @@ def worst_family(findings: Iterable[Finding]) -> Family | None:
     if not findings:
         return None
     best = max(findings, key=lambda f: (f.severity.rank, -int(re.sub(r"\D", "", f.code) or 0)))
-    return family_of(best.code)
+    return family_of(best)
 
 
 def unique_findings(findings: Iterable[Finding]) -> list[Finding]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 
 from graphcheck.drawing.modules import INDEXED, common_prefix, levels, module_name, run_size
-from graphcheck.drawing.palette import unique_findings, worst_family
+from graphcheck.drawing.palette import family_of, unique_findings, worst_family
 from graphcheck.finding import Finding
 
 if TYPE_CHECKING:
@@ -98,13 +98,7 @@ class _Planner:
 
     # -- facts about nodes ---------------------------------------------------------------
     def _module_types(self) -> dict[str, str]:
-        types: dict[str, str] = {}
-        model = self.mg.model
-        if model is not None:
-            try:
-                types = {name: type(module).__name__ for name, module in model.named_modules()}
-            except Exception:   # a model whose named_modules() fails still gets drawn
-                types = {}
+        types = dict(self.mg.module_types)
         for _, data in self.graph.nodes(data=True):
             if data.get("module") and data.get("module_type"):
                 types.setdefault(data["module"], data["module_type"])
@@ -162,7 +156,7 @@ class _Planner:
                 cut_findings[node].append(finding)
             dead_ends.update(ends)
             priority += cuts + ends
-            if not finding.code.startswith("GC1"):
+            if not family_of(finding).traced:
                 # A finding about a long chain is shown by its ends; the middle collapses.
                 own = sorted((n for n in dict.fromkeys(finding.nodes) if n in graph
                               and graph.nodes[n].get("kind") != "parameter"), key=self.order.get)

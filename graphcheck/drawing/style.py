@@ -45,7 +45,7 @@ def _badges(findings: list[Finding]) -> str:
     codes: dict[str, Finding] = {}
     for finding in findings:
         codes.setdefault(finding.code, finding)
-    parts = [f'<font color="{family_of(c).colour}"><b>{_esc(c)}</b> {_esc(f.name)}</font>'
+    parts = [f'<font color="{family_of(f).colour}"><b>{_esc(c)}</b> {_esc(f.name)}</font>'
              for c, f in sorted(codes.items())]
     if len(parts) > 3:
         parts = parts[:3] + [f"+{len(parts) - 3} more"]
@@ -246,7 +246,7 @@ def _title(result: "TargetResult") -> str:
 def _legend(findings: list[Finding]) -> str:
     present = []
     for finding in findings:
-        family = family_of(finding.code)
+        family = family_of(finding)
         if family not in present:
             present.append(family)
     rows = ['<tr><td colspan="2"><b>Legend</b></td></tr>']

@@ -12,11 +12,12 @@ import networkx as nx
 import torch
 from torch.utils import _pytree as pytree
 
-from graphcheck.errors import GraphcheckError
 from graphcheck.finding import Location
 from graphcheck.frontends.naming import Execution, ParamTable
 from graphcheck.model_graph import LOSS
-from graphcheck.running import default_loss, default_loss_description, tensors_in
+from graphcheck.running import tensors_in
+from graphcheck.subject import LossError as SubjectLossError
+from graphcheck.subject import Subject, loss_description, loss_of
 
 
 class FrontendError(Exception):
@@ -166,9 +167,12 @@ class GraphBuilder:
             self.tracker.register(node_id, value)
         return node_id
 
-    def finish(self, outputs: Any, output_sources: list[str | None],
-               loss_fn: Callable | None) -> None:
-        """Add one node per output tensor and the loss node with its real gradient inputs."""
+    def finish(self, outputs: Any, output_sources: list[str | None], subject: Subject) -> None:
+        """Add one node per output tensor and the loss node with its real gradient inputs.
+
+        The loss is the subject's (:func:`graphcheck.subject.loss_of`); with a training step,
+        ``outputs`` is the loss the step returned.
+        """
         leaves, _ = pytree.tree_flatten_with_path(outputs)
         tensor_leaves = [(path, leaf) for path, leaf in leaves if isinstance(leaf, torch.Tensor)]
         if len(output_sources) != len(tensor_leaves):
@@ -178,41 +182,29 @@ class GraphBuilder:
             node_id = f"output:{pytree.keystr(path)}"
             inputs = [source] if source else []
             self.add(node_id, kind="output", target=label, value=leaf, inputs=inputs)
-        loss = compute_loss(loss_fn, outputs)
-        if loss_fn is None:
-            self.loss_source = default_loss_description(outputs)
+        try:
+            loss = loss_of(subject, outputs)
+        except SubjectLossError as exc:
+            error = LossError(str(exc), kind="loss")
+            error.cause = exc.cause
+            raise error from exc
+        self.loss_source = loss_description(subject, outputs)
+        if loss is None:
+            loss = torch.zeros((), device="meta")
         self.add(LOSS, kind="loss", target="loss", value=loss, inputs=[])
         for source in list(self.graph.predecessors(LOSS)):
             self.graph.edges[source, LOSS]["data"] = True
 
 
-def compute_loss(loss_fn: Callable | None, outputs: Any) -> torch.Tensor:
-    if loss_fn is None:
-        loss = default_loss(outputs)
-        return loss if loss is not None else torch.zeros((), device="meta")
-    try:
-        loss = loss_fn(outputs)
-    except Exception as exc:
-        error = LossError(f"the loss raised {type(exc).__name__}: {exc}", kind="loss")
-        error.cause = f"{type(exc).__name__}: {exc}"
-        raise error from exc
-    if not isinstance(loss, torch.Tensor):
-        raise GraphcheckError(
-            f"The loss returned {type(loss).__name__}, not a tensor. The loss must be a "
-            "callable loss(output) that returns a scalar tensor computed from the model's "
-            "output (for example `return out.logits.pow(2).mean()`).")
-    if loss.numel() != 1:
-        raise GraphcheckError(
-            f"The loss returned a tensor of shape {tuple(loss.shape)}, not a scalar. Reduce "
-            "it (for example with `.mean()` or `.sum()`) so that `loss.backward()` works.")
-    return loss
-
-
 class LossError(FrontendError):
-    """The loss failed on this frontend's outputs (it may work on the CPU)."""
+    """The loss failed on this frontend's outputs (it may work on the CPU); ``cause`` says how."""
 
+    cause: str = ""
 
 
 def first_line(exc: BaseException) -> str:
+    """The exception's message in one line; a bare ``MemoryError`` says what it means."""
     text = str(exc).strip()
+    if not text and isinstance(exc, MemoryError):
+        return "out of memory (the process could not allocate what the model asked for)"
     return text.splitlines()[0] if text else ""

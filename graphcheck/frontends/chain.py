@@ -2,62 +2,54 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Callable, Iterable
 
 import torch
 
+from graphcheck import phases
 from graphcheck.errors import GraphcheckError
-from graphcheck.frontends import FRONTENDS
+from graphcheck.frontends import BY_NAME, FRONTENDS, STEP_FRONTENDS
 from graphcheck.frontends.builder import FrontendError
 from graphcheck.frontends.decisions import DecisionWatch, graph_decisions, unique
-from graphcheck.frontends.export import trace_export
-from graphcheck.frontends.fx import trace_fx
 from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import reentrant_checkpoint_semantics
-from graphcheck.frontends.recorded import trace_autograd
 from graphcheck.model_graph import ModelGraph
 from graphcheck.running import preserved, tensors_in
 from graphcheck.sources import is_library_file, prefer_sources
+from graphcheck.subject import Subject
 
 
-_FRONTEND_FUNCTIONS = {"fx": trace_fx, "export": trace_export, "autograd": trace_autograd}
+def build_graph(subject: Subject, *, frontends: Iterable[str] | None = None, target: str = "",
+                progress: Callable[[str], None] | None = None) -> tuple[ModelGraph, Subject]:
+    """Trace ``subject`` with the first frontend that works: its ModelGraph, built once and frozen,
+    and the subject with the inputs the trace ran on (fx infers them when none were given).
 
-
-# Frontends that can run a whole training step (several forward calls, user code around them).
-STEP_FRONTENDS = ("autograd",)
-
-
-def build_graph(model: torch.nn.Module, inputs: tuple, loss_fn: Callable | None = None, *,
-                mode: str | None = None, mode_source: str = "api", frontends: Iterable[str] = FRONTENDS,
-                target: str = "", kwargs: dict | None = None, step: Callable | None = None,
-                progress: Callable[[str], None] | None = None) -> ModelGraph:
-    """Trace ``model`` with the first frontend that works and return its ModelGraph.
-
-    The model runs as ``model(*inputs, **kwargs)``, or, with ``step``, as ``step(model, batch)``
-    (a training step; only the recorded frontend runs one). ``progress`` hears which
-    frontend is being tried. ``mode`` None analyses the modes the factory left (submodules
-    keep their own: a frozen BatchNorm in eval inside a training model); "train" / "eval"
-    switch every module for the analysis; the model gets its own modes back afterwards.
+    ``frontends`` None tries the default order (skipping a tracer known to fail on the model);
+    a sequence is tried exactly in the order given. Only the recorded frontend runs a training
+    step. ``progress`` hears which frontend is being tried. The subject's ``mode`` None analyses
+    the modes the factory left (submodules keep their own: a frozen BatchNorm in eval inside a
+    training model); "train" / "eval" switch every module for the analysis; the model gets its
+    own modes back afterwards.
     """
-    if mode is None:
-        mode, mode_source = ("train" if model.training else "eval"), "factory"
-    elif mode not in ("train", "eval"):
-        raise GraphcheckError(f"mode must be 'train' or 'eval', not {mode!r}")
+    model = subject.model
     try:
         model_file = inspect.getsourcefile(type(model))
     except (TypeError, OSError):
         model_file = None
     if model_file and is_library_file(model_file):
         model_file = None   # a library model: the user's own frames, if any, say more
+    mode, mode_source = subject.analysed_mode, subject.mode_source if subject.mode is not None else "factory"
     with prefer_sources(model_file), preserved(model), DecisionWatch(model) as watch:
-        if mode_source != "factory":   # an override; the factory's choice keeps every submodule's mode
-            model.train(mode == "train")
-        graph = _build_graph(model, tuple(inputs), dict(kwargs or {}), loss_fn, step, mode, frontends,
-                             target, progress or _silent)
-    graph.mode_source = mode_source
-    graph.decisions = unique(watch.decisions + graph_decisions(graph))
-    return graph
+        if subject.mode is not None:   # an override; the factory's choice keeps every submodule's mode
+            model.train(subject.mode == "train")
+        fields, inputs = _trace(subject, frontends, progress or _silent)
+    graph = ModelGraph(**fields, mode=mode, mode_source=mode_source, target=target)
+    decisions = tuple(unique(list(watch.decisions) + graph_decisions(graph)))
+    if decisions:
+        graph = dataclasses.replace(graph, decisions=decisions)
+    return graph, dataclasses.replace(subject, args=tuple(inputs))
 
 
 def _silent(message: str) -> None:
@@ -73,19 +65,23 @@ def _holds_transformers(model) -> bool:
     return any(type(m).__module__.startswith("transformers.") for m in model.modules())
 
 
-def _order(model, frontends: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """The frontends to try, cheapest first, and a note for each one skipped.
+def _order(model, frontends: tuple[str, ...] | None) -> tuple[list[str], list[str]]:
+    """The frontends to try, and a note for each one skipped.
 
-    With the default order (not ``--frontend``), a tracer known to fail is skipped: torch.fx
-    on transformers models (its symbolic tracing fails on every 5.x model) and on classes it
-    already failed on in this run. After fx, the recorded pass comes before torch.export: it
-    sees the same ops and autograd edges, and where fx cannot trace a model export costs
-    several times a forward pass; export stays as the fallback when the recorded pass fails.
+    Given frontends are tried exactly in the order given. The default order (cheapest first,
+    ``FRONTENDS``) skips a tracer known to fail: torch.fx on transformers models (its symbolic
+    tracing fails on every 5.x model) and on classes it already failed on in this run. After fx,
+    the recorded pass comes before torch.export: it sees the same ops and autograd edges, and
+    where fx cannot trace a model export costs several times a forward pass; export stays as the
+    fallback when the recorded pass fails.
     """
-    if frontends != FRONTENDS:
+    if frontends is not None:
+        unknown = [name for name in frontends if name not in BY_NAME]
+        if unknown:
+            raise GraphcheckError(f"Unknown frontend {unknown[0]!r}; choose from {', '.join(FRONTENDS)}.")
         return list(frontends), []
     order, skipped = [], []
-    for frontend in ("fx", "autograd", "export"):
+    for frontend in FRONTENDS:
         if (type(model), frontend) in _CANNOT_TRACE:
             skipped.append(f"{frontend} frontend skipped: it failed on {type(model).__name__} earlier in this run")
         elif frontend == "fx" and _holds_transformers(model):
@@ -95,27 +91,28 @@ def _order(model, frontends: tuple[str, ...]) -> tuple[list[str], list[str]]:
     return order, skipped
 
 
-def _build_graph(model, inputs, kwargs, loss_fn, step, mode, frontends, target, progress) -> ModelGraph:
+def _trace(subject: Subject, frontends, progress) -> tuple[dict, tuple]:
+    """The ModelGraph's fields from the first frontend that works, and the inputs it ran on."""
+    model = subject.model
     table = ParamTable(model)
     devices = ["meta", "cpu"] if table.real else ["meta"]
-    if table.real and _small(model, inputs, kwargs):
+    if table.real and _small(model, subject.args, subject.kwargs):
         devices = ["cpu", "meta"]
     failures: list[tuple[str, str, FrontendError]] = []
-    frontends, skipped = _order(model, tuple(frontends))
-    for frontend in frontends:
-        if frontend not in _FRONTEND_FUNCTIONS:
-            raise GraphcheckError(f"Unknown frontend {frontend!r}; choose from {', '.join(FRONTENDS)}.")
-        if step is not None and frontend not in STEP_FRONTENDS:
+    order, skipped = _order(model, None if frontends is None else tuple(frontends))
+    for frontend in order:
+        if subject.step is not None and not BY_NAME[frontend].runs_steps:
             skipped.append(f"{frontend} frontend skipped: a training step runs through the recorded "
                            f"frontend ({', '.join(STEP_FRONTENDS)})")
             continue
+        trace = BY_NAME[frontend].trace()
         cache: dict = {}
         for device in devices:
             progress(f"{frontend} frontend on {device}")
+            phases.enter("forward")
             try:
                 with reentrant_checkpoint_semantics(), preserved(model):
-                    builder = _FRONTEND_FUNCTIONS[frontend](model, tuple(inputs), table, loss_fn, device, cache,
-                                                            kwargs=kwargs, step=step)
+                    builder = trace(subject, table, device, cache)
             except FrontendError as exc:
                 failures.append((frontend, device, exc))
                 if exc.kind == "trace":
@@ -124,14 +121,22 @@ def _build_graph(model, inputs, kwargs, loss_fn, step, mode, frontends, target, 
                     break   # running on another device would not help
                 continue
             notes = skipped + [f"{f} ({d}) frontend did not work: {e}" for f, d, e in failures]
-            return ModelGraph(graph=builder.graph, parameters=table.canonical, frontend=frontend,
-                              mode=mode, device=device, target=target, notes=notes, model=model,
-                              inputs=tuple(builder.inputs), loss_fn=loss_fn, kwargs=kwargs, step=step,
-                              loss_source=builder.loss_source)
+            fields = dict(graph=builder.graph, parameters=table.canonical, frontend=frontend, device=device,
+                          notes=tuple(notes), loss_source=builder.loss_source,
+                          module_types=_module_types(model))
+            return fields, tuple(builder.inputs)
     if not failures:
         raise GraphcheckError(f"A training step needs the {' or '.join(STEP_FRONTENDS)} frontend; "
-                              f"--frontend {' '.join(frontends)} cannot run one.")
+                              f"--frontend {' '.join(order)} cannot run one.")
     raise TracingError(failures)
+
+
+def _module_types(model) -> dict[str, str]:
+    """Class name of every submodule by qualified name (the drawing labels modules with them)."""
+    try:
+        return {name: type(module).__name__ for name, module in model.named_modules()}
+    except Exception:   # a model whose named_modules() fails still gets analysed
+        return {}
 
 
 # Below these sizes a real forward pass costs less than the meta device's first use (its

@@ -32,35 +32,35 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-from graphcheck.frontends.builder import compute_loss
 from graphcheck.frontends.decisions import patched_attribute
-from graphcheck.model_graph import ExecutionSample, ModelGraph
-from graphcheck.running import (batch_of, canonical_parameters, inputs_on, loss_in, meta_value, op_name,
-                                own_leaves, preserved, stands_in, swapped_parameters, tensors_in)
+from graphcheck.measured import ExecutionSample
+from graphcheck.model_graph import ModelGraph
+from graphcheck.running import (buffers_on, canonical_parameters, inputs_on, meta_value, op_name, own_leaves,
+                                preserved, stands_in, swapped_parameters, tensors_in)
+from graphcheck.subject import Subject, backward, loss_of
 
 SEEDS = 4                     # executions under their own seed; seed 0 runs the example inputs
 INPUT_SEEDS = 8               # as many when forward decides on input values (routing, branches)
 EXTREMES = ("low", "high")    # then every random draw at its lowest and its highest value (fresh inputs)
 
 
-def sample_executions(mg: ModelGraph, train: bool | None = None) -> ExecutionSample:
-    """Run the extra executions; ``train`` is the user's mode override (None: the factory's modes)."""
-    model = mg.model
+def sample_executions(graph: ModelGraph, subject: Subject) -> ExecutionSample:
+    """Run the extra executions of ``subject`` and note which of ``graph``'s parameters get a gradient each time."""
+    model = subject.model
     canonical, alias = canonical_parameters(model)
-    trainable = {n for n, p in canonical.items() if p.requires_grad and n in mg.parameters}
-    devices = [mg.device] + (["cpu"] if mg.device == "meta" and mg.has_weights else [])
-    seeds = INPUT_SEEDS if any(d.kind == "input" for d in mg.decisions) else SEEDS
+    trainable = {n for n, p in canonical.items() if p.requires_grad and n in graph.parameters}
+    devices = [graph.device] + (["cpu"] if graph.device == "meta" and subject.has_weights else [])
+    seeds = INPUT_SEEDS if any(d.kind == "input" for d in graph.decisions) else SEEDS
     plans = [(seed, None) for seed in range(seeds)] + [(seeds + i, level) for i, level in enumerate(EXTREMES)]
     sample = ExecutionSample()
     with preserved(model), _random_state_restored():
-        if train is not None:
-            model.train(train)
+        if subject.train_override is not None:
+            model.train(subject.train_override)
         for seed, level in plans:
             got = None
             for device in devices:
                 try:
-                    got = _run_once(model, canonical, alias, trainable, (tuple(mg.inputs), dict(mg.kwargs)),
-                                    mg.loss_fn, mg.step, device, seed, level)
+                    got = _run_once(subject, canonical, alias, trainable, device, seed, level)
                     break
                 except Exception:   # an execution that cannot run says nothing; the next one may
                     continue
@@ -73,18 +73,18 @@ def sample_executions(mg: ModelGraph, train: bool | None = None) -> ExecutionSam
     return sample
 
 
-def _run_once(model, canonical, alias, trainable, inputs, loss_fn, step, device, seed, level) -> set[str]:
-    """One execution: ``inputs`` is ``(args, kwargs)``; a training ``step`` runs instead of loss(model(...))."""
+def _run_once(subject: Subject, canonical, alias, trainable, device, seed, level) -> set[str]:
+    """One execution of forward + loss (or the training step) + backward."""
+    model = subject.model
     if device != "meta" and any(p.is_meta for p in canonical.values()):
         raise RuntimeError("meta parameters cannot run on the CPU")
     # Own leaves: the user's .grad is never touched, and loss.backward() works where
     # autograd.grad does not (reentrant checkpoints).
     leaves = own_leaves(canonical, device)
     tensors = {name: leaves[canon] for name, canon in alias.items()}
-    for name, buf in model.named_buffers(remove_duplicate=False):
-        tensors[name] = buf.to("meta") if device == "meta" else buf
+    tensors.update(buffers_on(model, device))
     generator = torch.Generator().manual_seed(seed)
-    run_inputs = inputs_on(inputs, device) if seed == 0 else _fresh(inputs, device, generator)
+    run_inputs = inputs_on(subject.inputs, device) if seed == 0 else _fresh(subject.inputs, device, generator)
     torch.manual_seed(1000 + seed)
     random.seed(seed)
     if np is not None:
@@ -94,13 +94,7 @@ def _run_once(model, canonical, alias, trainable, inputs, loss_fn, step, device,
     without_values = device == "meta" and any(p.is_meta for p in canonical.values())
     meta_values = _MetaValues(level != "low") if without_values else contextlib.nullcontext()
     with swapped_parameters(model, tensors), torch.enable_grad(), torch.device(device), forced, meta_values:
-        args, kwargs = run_inputs
-        if step is not None:
-            loss = loss_in(step(model, batch_of(args, kwargs)))
-        else:
-            loss = compute_loss(loss_fn, model(*args, **kwargs))
-        if loss is not None and loss.requires_grad:
-            loss.backward()
+        backward(loss_of(subject, subject.call(*run_inputs)))
     return {n for n in trainable if leaves[n].grad is not None}
 
 

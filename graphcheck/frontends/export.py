@@ -12,6 +12,7 @@ from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.interpreter import GraphInterpreter, match_sources, run_interpreter
 from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import custom_autograd_functions, inference_mode_as_no_grad, refuse_custom_functions
+from graphcheck.subject import Subject
 from graphcheck.running import inputs_on
 
 
@@ -36,9 +37,9 @@ def _export(model: torch.nn.Module, inputs: tuple, kwargs: dict, table: ParamTab
                             kind="trace") from exc
 
 
-def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
-                 cache: dict, *, kwargs: dict | None = None, step=None) -> GraphBuilder:
-    kwargs = dict(kwargs or {})
+def trace_export(subject: Subject, table: ParamTable, device: str, cache: dict) -> GraphBuilder:
+    """Export ``subject.model`` with the example inputs, then run the program once into the builder."""
+    model, inputs, kwargs = subject.model, subject.args, subject.kwargs
     if not inputs and not kwargs:
         raise FrontendError("torch.export needs example inputs", kind="inputs")
     if "export" not in cache:   # exported once; only the execution is retried on another device
@@ -82,7 +83,7 @@ def trace_export(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_
         out_nodes = [output_node.args[0][i] for i in user_positions]
         sources = [interp.ids.get(n) if isinstance(n, fx.Node) else None
                    for n, v in zip(out_nodes, flat) if isinstance(v, torch.Tensor)]
-        builder.finish(outputs, match_sources(outputs, sources), loss_fn)
+        builder.finish(outputs, match_sources(outputs, sources), subject)
     builder.inputs = inputs
     return builder
 

@@ -12,6 +12,7 @@ from graphcheck.frontends.interpreter import GraphInterpreter, match_sources, ou
 from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import (custom_autograd_functions, inference_mode_as_no_grad, refuse_custom_functions,
                                          set_grad_enabled_op)
+from graphcheck.subject import Subject
 from graphcheck.running import inputs_on, preserved, swapped_parameters
 from graphcheck.sources import calling_the_model, location_here
 
@@ -80,9 +81,10 @@ def _symbolic_trace(model: torch.nn.Module, concrete_args: dict | None,
                             kind="trace") from exc
 
 
-def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
-             cache: dict, *, kwargs: dict | None = None, step=None) -> GraphBuilder:
-    concrete_args, run_args = _signature_call(model, inputs, kwargs or {})
+def trace_fx(subject: Subject, table: ParamTable, device: str, cache: dict) -> GraphBuilder:
+    """Trace ``subject.model`` symbolically, then run the traced graph once into the builder."""
+    model, inputs = subject.model, subject.args
+    concrete_args, run_args = _signature_call(model, inputs, subject.kwargs)
     if "fx" not in cache:   # traced once; only the execution is retried on another device
         cache["fx"] = _symbolic_trace(model, concrete_args, table.execution("meta")[1])
     gm, graph = cache["fx"]
@@ -98,7 +100,7 @@ def trace_fx(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, 
     with swapped_parameters(gm, tensors), \
             torch.enable_grad(), torch.device(device):
         outputs = run_interpreter(interp, inputs_on(run_args, device))
-        builder.finish(outputs, match_sources(outputs, output_sources(interp, graph)), loss_fn)
+        builder.finish(outputs, match_sources(outputs, output_sources(interp, graph)), subject)
     builder.inputs = inputs
     return builder
 

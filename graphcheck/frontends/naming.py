@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from graphcheck.model_graph import ParamInfo
-from graphcheck.running import canonical_parameters, own_leaves
+from graphcheck.running import buffers_on, canonical_parameters, own_leaves
 from graphcheck.sources import assignment_location
 
 
@@ -46,8 +46,7 @@ class ParamTable:
         named = dict(self.model.named_parameters(remove_duplicate=False))
         params = own_leaves({name: named[name] for name in self.canonical}, device)
         everything = {alias: params[canon] for alias, canon in self.alias.items()}
-        for name, buf in self.buffers.items():
-            everything[name] = buf.to("meta") if device == "meta" else buf.detach().clone()
+        everything.update(buffers_on(self.model, device))
         names_by_id = {id(t): name for name, t in params.items()}
         return Execution(device, params, names_by_id), everything
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -13,7 +13,8 @@ from graphcheck.frontends.builder import FrontendError, GraphBuilder, first_line
 from graphcheck.frontends.indexing import bool_flags, describe_index
 from graphcheck.frontends.naming import ParamTable
 from graphcheck.frontends.patches import custom_autograd_functions
-from graphcheck.running import (CONDITION_READS, batch_of, inputs_on, leaves_of, loss_in, meta_value, module_stack, op_name, stands_in,
+from graphcheck.subject import Subject, loss_of
+from graphcheck.running import (CONDITION_READS, inputs_on, leaves_of, meta_value, module_stack, op_name, stands_in,
                                 swapped_parameters, tensors_in)
 from graphcheck.sources import calling_the_model, location_here, short_location
 
@@ -123,63 +124,48 @@ class _Recorder(TorchFunctionMode):
             self.builder.tracker.register(node_id, tensor)
 
 
-def trace_autograd(model: torch.nn.Module, inputs: tuple, table: ParamTable, loss_fn, device: str,
-                   cache: dict, *, kwargs: dict | None = None, step: Callable | None = None) -> GraphBuilder:
-    """Record one forward pass, ``model(*inputs, **kwargs)``, or a whole training step, ``step(model, batch)``."""
-    kwargs = dict(kwargs or {})
-    if not inputs and not kwargs:
+def trace_autograd(subject: Subject, table: ParamTable, device: str, cache: dict) -> GraphBuilder:
+    """Record one forward pass, ``model(*args, **kwargs)``, or a whole training step, ``step(model, batch)``."""
+    if not subject.args and not subject.kwargs:
         raise FrontendError("a recorded forward pass needs example inputs", kind="inputs")
     execution, tensors = table.execution(device)
     builder = GraphBuilder(table, execution)
-    with module_stack(model) as stack:
-        return _record(model, (tuple(inputs), kwargs), tensors, builder, stack, loss_fn, device, step)
+    with module_stack(subject.model) as stack:
+        return _record(subject, tensors, builder, stack, device)
 
 
-def _record(model, inputs, tensors, builder: GraphBuilder, stack, loss_fn, device: str, step) -> GraphBuilder:
+def _record(subject: Subject, tensors, builder: GraphBuilder, stack, device: str) -> GraphBuilder:
     recorder = _Recorder(builder, stack)
-    args, kwargs = inputs_on(inputs, device)
+    model = subject.model
+    args, kwargs = inputs_on(subject.inputs, device)
     for index, tensor in enumerate(tensors_in((args, kwargs))):
         node_id = builder.add(f"input_{index}", kind="input", target=f"input_{index}", value=tensor, inputs=[])
         recorder.register_value(node_id, tensor)
     try:
         with swapped_parameters(model, tensors), torch.enable_grad(), torch.device(device):
             with recorder, calling_the_model(), custom_autograd_functions(recorder.record_function):
-                if step is None:
+                if subject.step is None:
                     outputs = model(*args, **kwargs)
-                else:
-                    outputs = _run_step(step, model, batch_of(args, kwargs), device)
+                else:   # the step's loss is the output (validated by the subject's loss)
+                    outputs = loss_of(subject, _run_step(subject, args, kwargs))
             sources = [recorder.producer.get(id(t)) for t in tensors_in(outputs)]
-            builder.finish(outputs, sources, loss_fn if step is None else _itself)
+            builder.finish(outputs, sources, subject)
     except (GraphcheckError, FrontendError):
         raise
     except Exception as exc:
         raise FrontendError(f"the forward pass on {device} failed: {type(exc).__name__}: {first_line(exc)}") from exc
-    builder.inputs = inputs[0]
+    builder.inputs = subject.args
     return builder
 
 
-def _itself(loss: torch.Tensor) -> torch.Tensor:
-    return loss
-
-
-def _run_step(step: Callable, model, batch, device: str) -> torch.Tensor:
-    """``step(model, batch)`` and the loss it returns (a tensor, or a dict or object with a ``loss``)."""
+def _run_step(subject: Subject, args: tuple, kwargs: dict) -> Any:
+    """What ``step(model, batch)`` returned; its exceptions are the step's failure."""
+    step = subject.step
     name = getattr(step, "__qualname__", type(step).__name__)
     try:
-        value = step(model, batch)
+        return subject.call(args, kwargs)
     except (GraphcheckError, FrontendError):
         raise
     except Exception as exc:
         raise FrontendError(f"the training step {name} raised {type(exc).__name__}: {first_line(exc)}"
                             f"{short_location(exc)}", kind="step") from exc
-    loss = loss_in(value)
-    if loss is None:
-        raise GraphcheckError(
-            f"The training step {name} returned {type(value).__name__}, not a loss. A step is a "
-            "callable step(model, batch) that runs the model as the training code does and returns "
-            "the loss tensor (or a dict or object with a tensor `loss`), before backward().")
-    if loss.numel() != 1:
-        raise GraphcheckError(
-            f"The training step {name} returned a loss of shape {tuple(loss.shape)}, not a scalar. "
-            "Reduce it (for example with `.mean()`) so that `loss.backward()` works.")
-    return loss

@@ -1,7 +1,7 @@
 """GC3xx: vanishing signal: saturating activation chains, saturation, dead units and gradient gain at init.
 
 GC301 reads the graph only (which activations follow which). GC302-GC305 need numbers:
-they read the shared probe pass (:mod:`graphcheck.analysis.probe`): a forward + backward with the
+they read the shared probe pass (``graph.measured.probe``, :mod:`graphcheck.probing`): a forward + backward with the
 model's real initial weights on the first sample of the example batch, and forward-only passes
 while a statistic lacks samples (:mod:`graphcheck.probing`).
 """
@@ -12,18 +12,21 @@ from collections import defaultdict
 from typing import Iterable
 
 from graphcheck.analysis.paths import first_location, readable_path
-from graphcheck.analysis.probe import ActivationStats, probe
-from graphcheck.analysis.signal import chain_path, node_activation, on_main_path, probe_nodes, saturating_chains
+from graphcheck.probe_data import ActivationStats
+from graphcheck.analysis.signal import chain_path, node_activation, on_main_path, saturating_chains
 from graphcheck.analysis.weights import compared_weights
-from graphcheck.finding import Finding, Location, Severity, fmt
+from graphcheck.finding import Family, Finding, Location, Severity, fmt
 from graphcheck.model_graph import ModelGraph
 from graphcheck.ops import MAX_DERIVATIVE, RELU_FAMILY, SATURATING
-from graphcheck.registry import Rule, register
+from graphcheck.measured import Measure
+from graphcheck.rules.base import Rule, register
 
 
 def _line(location: Location | None) -> str:
     return f"line {location.line}" if location else "no source line"
 
+
+FAMILY = Family("GC3", "saturating chain", "#f57c00", "#ffe3c2")
 
 @register
 class SaturatingActivationChain(Rule):
@@ -55,6 +58,7 @@ class SaturatingActivationChain(Rule):
     Option `min-length` (default 3) sets `k`.
     """
 
+    family = FAMILY
     code = "GC301"
     name = "saturating-activation-chain"
     severity = Severity.WARNING
@@ -101,7 +105,9 @@ def _layer_params(graph: ModelGraph, node: str | None) -> list[str]:
 class _ProbeActivationRule(Rule):
     """Reports probed activation calls that fail a test, one finding per source line."""
 
+    family = FAMILY
     needs_weights = True
+    measures = frozenset({Measure.PROBE})
     kinds: frozenset
 
     def flagged(self, stats: ActivationStats) -> bool:
@@ -111,15 +117,14 @@ class _ProbeActivationRule(Rule):
         raise NotImplementedError
 
     def check(self, graph: ModelGraph) -> Iterable[Finding]:
-        result = probe(graph)
-        if result.error:
+        result = graph.measured.probe
+        if result is None or result.error:
             return
-        nodes = probe_nodes(graph)
         groups: dict[tuple, list[tuple[ActivationStats, str | None]]] = defaultdict(list)
         for stats in result.activations:
             if stats.kind not in self.kinds or not self.flagged(stats):
                 continue
-            node = nodes.get((stats.module, stats.kind, stats.occurrence))
+            node = stats.node
             location = stats.location or (graph.location_of(node) if node else None)
             key = (location, stats.kind) if location else (stats.module, stats.kind, stats.occurrence)
             groups[key].append((stats, node))
@@ -243,12 +248,15 @@ class DeadReluAtInit(_ProbeActivationRule):
 
 
 class _GradientGainRule(Rule):
+    family = FAMILY
     needs_weights = True
-    probe_gradients = True
+    measures = frozenset({Measure.PROBE, Measure.PROBE_GRADIENTS})
     severity = Severity.WARNING
 
     def check(self, graph: ModelGraph) -> Iterable[Finding]:
-        result = probe(graph)
+        result = graph.measured.probe
+        if result is None:
+            return
         # Layers inside a residual branch are compared with nothing: LayerScale / zero-init
         # branch ends give them tiny gradients on purpose, and the skip carries the signal.
         # Embedding tables are not layers of depth (compared_weights): their gradient is sparse

@@ -17,11 +17,11 @@ import networkx as nx
 
 from graphcheck.analysis.cuts import (count_paths_to, cut_kind, cut_label, describe_cut, is_detached_target, is_straight_through,
                                       reachable, reads_values, value_view)
-from graphcheck.analysis.gradient_flow import analyse
+from graphcheck.analysis.gradient_flow import VERDICT_MEASURES, analyse
 from graphcheck.analysis.paths import readable_path
-from graphcheck.finding import Cause, Finding, Severity, name_list
+from graphcheck.finding import Cause, Family, Finding, Severity, name_list
 from graphcheck.model_graph import LOSS, ModelGraph
-from graphcheck.registry import Rule, register
+from graphcheck.rules.base import Rule, register
 
 
 def _share(value: Fraction) -> str:
@@ -32,6 +32,8 @@ def _share(value: Fraction) -> str:
 def _names(params: list[str]) -> str:
     return name_list(params, 4)
 
+
+FAMILY = Family("GC2", "partial gradient cut", "#9c27b0", "#efd9f3")
 
 @register
 class PartialDetach(Rule):
@@ -76,6 +78,8 @@ class PartialDetach(Rule):
     that passes the gradient through, write it as a straight-through estimator.
     """
 
+    family = FAMILY
+    measures = VERDICT_MEASURES
     code = "GC201"
     name = "partial-detach"
     severity = Severity.WARNING

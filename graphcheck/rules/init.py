@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Iterable
 
 import networkx as nx
 
-from graphcheck.analysis.gradient_flow import analyse
+from graphcheck.analysis.gradient_flow import VERDICT_MEASURES, analyse
 from graphcheck.analysis.signal import bypassed, is_normalisation, node_activation
 from graphcheck.analysis.weights import WeightUse, parameter_values, value_facts, weight_uses
-from graphcheck.finding import Finding, Location, Severity, fmt, name_list
+from graphcheck.finding import Family, Finding, Location, Severity, fmt, name_list
 from graphcheck.model_graph import LOSS, ModelGraph
 from graphcheck.ops import RIGHT_OPERAND, SATURATING, is_relu_like
-from graphcheck.registry import Rule, register
+from graphcheck.measured import Measure
+from graphcheck.rules.base import Rule, register
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +37,8 @@ def _group(findings: list[tuple[Location | None, WeightUse, str]]):
         groups[location if location else use.param].append((use, detail))
     return groups.items()
 
+
+FAMILY = Family("GC5", "initialisation", "#2e7d32", "#d7ecd8")
 
 @register
 class ZeroInitialisedWeight(Rule):
@@ -66,6 +69,8 @@ class ZeroInitialisedWeight(Rule):
     for biases, or zero only the last layer of a branch that has a skip connection.
     """
 
+    family = FAMILY
+    measures = VERDICT_MEASURES
     code = "GC501"
     name = "zero-initialised-weight"
     severity = Severity.WARNING
@@ -152,6 +157,8 @@ class SymmetricInitialisation(Rule):
     `kaiming_normal_`); constant values are for biases and normalisation scales.
     """
 
+    family = FAMILY
+    measures = VERDICT_MEASURES
     code = "GC502"
     name = "symmetric-initialisation"
     severity = Severity.WARNING
@@ -263,6 +270,8 @@ class BadlyScaledInitialisation(Rule):
     `nn.init.xavier_uniform_(w)` before tanh / sigmoid, or keep PyTorch's default.
     """
 
+    family = FAMILY
+    measures = frozenset({Measure.WEIGHTS})
     code = "GC503"
     name = "badly-scaled-initialisation"
     severity = Severity.WARNING

@@ -9,8 +9,14 @@ from typing import Iterable
 from graphcheck.finding import Cause, Finding, Severity
 from graphcheck.finding import name_list as _names
 from graphcheck.model_graph import Decision, ModelGraph
-from graphcheck.registry import Rule, register
-from graphcheck.analysis.gradient_flow import Verdict, analyse
+from graphcheck.measured import Measure
+from graphcheck.rules.base import Rule, register
+from graphcheck.analysis.gradient_flow import VERDICT_MEASURES, Verdict, analyse
+from graphcheck.finding import Family
+
+FAMILY = Family("GC1", "no gradient", "#d62728", "#fcd5d5", traced=True)
+# Other executions (GC105) settle which verdicts hold for every execution.
+MEASURES = VERDICT_MEASURES | {Measure.EXECUTIONS}
 from graphcheck.analysis.cuts import cut_label
 from graphcheck.analysis.paths import readable_path
 
@@ -20,6 +26,9 @@ class _GradientRule(Rule):
 
     verdict: str
     severity = Severity.ERROR
+    family = FAMILY
+    no_gradient = True
+    measures = MEASURES
 
     def check(self, graph: ModelGraph) -> Iterable[Finding]:
         groups: dict[tuple, list[Verdict]] = defaultdict(list)
@@ -277,6 +286,9 @@ class ConditionallyUsedParameter(Rule):
     expert through a zero-size batch, move counters and toggles out of forward.
     """
 
+    family = FAMILY
+    measures = MEASURES
+    conditional = True
     code = "GC105"
     name = "conditionally-used-parameter"
     severity = Severity.WARNING

@@ -14,10 +14,12 @@ from typing import Iterable
 import networkx as nx
 
 from graphcheck.analysis.structure import Layer, Structure, structure
-from graphcheck.finding import Finding, Severity
+from graphcheck.finding import Family, Finding, Severity
 from graphcheck.model_graph import ModelGraph
-from graphcheck.registry import Rule, register
+from graphcheck.rules.base import Rule, register
 
+
+FAMILY = Family("GC4", "bottleneck / topology", "#1f77b4", "#d6e6f5")
 
 @register
 class Bottleneck(Rule):
@@ -64,6 +66,7 @@ class Bottleneck(Rule):
     or add a skip connection around the narrow part, so the main path keeps its width.
     """
 
+    family = FAMILY
     code = "GC401"
     name = "bottleneck"
     severity = Severity.WARNING
@@ -206,6 +209,7 @@ class DeepPlainStack(Rule):
     ```
     """
 
+    family = FAMILY
     code = "GC402"
     name = "deep-plain-stack"
     severity = Severity.WARNING
