@@ -135,6 +135,7 @@ def _analyse(result: TargetResult, subject: Subject, *, frontends, select, ignor
     result.loss = result.loss or graph.loss_source
     result.parameters = graph.counts()
     result.notes.extend(graph.notes)
+    result.warnings.extend(graph.warnings)
     rules = []
     for rule in selected_rules(parse_codes(select), parse_codes(ignore), rule_options):
         if rule.needs_weights and not subject.has_weights:

@@ -200,6 +200,8 @@ def check_command(ctx, targets, output, render_path, render_all, frontend, meta,
     else:
         click.echo(text, nl=False)
     for result in report.results:
+        for warning in result.warnings:
+            click.echo(f"graphcheck: warning: {result.target}: {warning}", err=True)
         if result.status == "error" and fmt not in ("text", "concise"):
             click.echo(f"graphcheck: error: {result.target}: {result.error}", err=True)
 

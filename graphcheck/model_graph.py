@@ -79,6 +79,7 @@ class ModelGraph:
     target: str = ""
     notes: tuple[str, ...] = ()
     loss_source: str | None = None   # which default loss ran ("output.loss", ...)
+    warnings: tuple[str, ...] = ()   # what the user should hear about the traced run (a NaN loss)
     module_types: dict[str, str] = field(default_factory=dict)   # qualified module name -> class name
     # Python decisions that may differ between executions (random draws, input values, state).
     decisions: tuple[Decision, ...] = ()

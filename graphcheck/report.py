@@ -67,6 +67,7 @@ class TargetResult:
     loss: str | None = None
     suppressed: list[Finding] = field(default_factory=list)   # by `# graphcheck: ignore` comments
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # said on stderr and in JSON (a NaN loss)
     skipped_rules: list[str] = field(default_factory=list)   # need real weights; the model is meta
     timings: dict = field(default_factory=dict)
     graph: "ModelGraph | None" = None
@@ -89,6 +90,8 @@ class TargetResult:
             "parameters": dict(self.parameters),
             "findings": [f.to_dict() for f in self.findings],
         })
+        if self.warnings:
+            data["warnings"] = list(self.warnings)
         if show_suppressed:
             data["suppressed"] = [f.to_dict() for f in self.suppressed]
         if self.verification is not None:

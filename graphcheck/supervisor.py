@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -131,7 +132,7 @@ class Supervisor:
         with self.lock:
             self.running[index] = state
         try:
-            process.start()
+            _start(process)
             state.started = time.monotonic()   # the timeout counts from here (not the forkserver's start)
             sending.close()
             reply = self._wait(state, receiving)
@@ -221,6 +222,23 @@ class Supervisor:
         return (f"the model's code ended the process with exit status {status} (os._exit, or a C extension "
                 f"exiting) while {phase}{at}, before graphcheck could finish. graphcheck runs the factory, "
                 "forward, the loss and the step like the training code would; they must return.")
+
+
+_STARTING = threading.Lock()
+
+
+def _start(process) -> None:
+    """Start a worker without the caller's ``__main__``: multiprocessing would run the main script again
+    in the worker (its main-module fix-up), which a script without a ``__name__`` guard, or pytest,
+    turns into a second program. The worker needs nothing from it."""
+    with _STARTING:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            process.start()
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
 
 
 def _with(request: worker.Request, **changes) -> worker.Request:

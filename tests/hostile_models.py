@@ -53,6 +53,9 @@ def segfault_in_forward():
 
 def hangs_in_forward():
     def forever():
+        if os.environ.get("HOSTILE_PID_FILE"):   # tests check that this process is gone afterwards
+            with open(os.environ["HOSTILE_PID_FILE"], "w") as handle:
+                handle.write(str(os.getpid()))
         while True:
             time.sleep(0.05)
     return _Net(forever), _inputs()

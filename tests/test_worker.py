@@ -131,3 +131,46 @@ def test_help_imports_no_torch_and_the_parent_never_does():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
     assert "NO-TORCH" in run.stderr, run.stderr
+
+
+def test_ctrl_c_stops_the_workers_and_exits_2_interrupted(tmp_path):
+    import signal
+    import time
+    pid_file = tmp_path / "worker.pid"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOSTILE_PID_FILE": str(pid_file)}
+    process = subprocess.Popen([sys.executable, "-m", "graphcheck", f"{MODELS}:hangs_in_forward", "--timeout", "0",
+                                "--no-config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               cwd=ROOT)
+    for _ in range(120):   # until the worker is in forward's endless loop
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2, (stdout, stderr)
+    assert "interrupted" in stderr and "Traceback" not in stderr and "Aborted" not in stderr
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):   # the worker is gone with graphcheck
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_an_output_without_tensors_is_said_as_such():
+    run = _graphcheck(f"{MODELS}:no_tensor_output", timeout=60)
+    assert run.returncode == 2
+    assert "output holds no tensor" in run.stdout + run.stderr and "GC102" not in run.stdout
+
+
+def test_a_nan_loss_is_reported_as_a_warning():
+    run = _graphcheck(f"{MODELS}:nan_loss", "--format", "json", timeout=60)
+    assert run.returncode == 0, run.stderr
+    target = json.loads(run.stdout)["targets"][0]
+    assert any("the loss is nan" in w for w in target["warnings"])
+    assert "graphcheck: warning:" in run.stderr and "the loss is nan" in run.stderr
+
+
+def test_a_target_file_without_the_py_suffix_is_read_as_python_and_a_folder_is_refused(tmp_path):
+    script = tmp_path / "train"
+    script.write_text("import torch\n\ndef build_model():\n    return torch.nn.Linear(2, 2), (torch.randn(1, 2),)\n")
+    assert _graphcheck(f"{script}:build_model", timeout=60).returncode == 0
+    folder = _graphcheck(str(tmp_path), timeout=60)
+    assert folder.returncode == 2 and "is a folder" in folder.stderr + folder.stdout

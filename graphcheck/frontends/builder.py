@@ -15,6 +15,7 @@ from torch.utils import _pytree as pytree
 from graphcheck.finding import Location
 from graphcheck.frontends.naming import Execution, ParamTable
 from graphcheck.model_graph import LOSS
+from graphcheck.errors import GraphcheckError
 from graphcheck.running import tensors_in
 from graphcheck.subject import LossError as SubjectLossError
 from graphcheck.subject import Subject, loss_description, loss_of
@@ -127,6 +128,8 @@ class GraphBuilder:
         self.execution = execution
         self.tracker = GradTracker()
         self.loss_source: str | None = None   # which loss the default used (output.loss or every output)
+        self.inputs: tuple = ()                # the positional inputs the trace ran on
+        self.warnings: list[str] = []          # what the user should hear about the run (a NaN loss)
 
     # -- nodes
     def param_node(self, name: str) -> str:
@@ -182,6 +185,12 @@ class GraphBuilder:
             node_id = f"output:{pytree.keystr(path)}"
             inputs = [source] if source else []
             self.add(node_id, kind="output", target=label, value=leaf, inputs=inputs)
+        if not tensor_leaves and subject.step is None and subject.loss_fn is None:
+            raise GraphcheckError(
+                f"The model's output holds no tensor (forward returned "
+                f"{'a dict' if isinstance(outputs, dict) else type(outputs).__name__}), so nothing "
+                "can reach a loss. Return the tensors the training code's loss uses, or give --loss "
+                "(loss(output) -> scalar tensor) or --step for a loss computed another way.")
         try:
             loss = loss_of(subject, outputs)
         except SubjectLossError as exc:
@@ -189,6 +198,10 @@ class GraphBuilder:
             error.cause = exc.cause
             raise error from exc
         self.loss_source = loss_description(subject, outputs)
+        if loss is not None and not loss.is_meta and loss.numel() == 1 and not bool(torch.isfinite(loss.detach()).all()):
+            self.warnings.append(f"the loss is {float(loss.detach().reshape(())):g} on the example inputs with the "
+                                 "initial weights: training would diverge or stall from the first step (check the "
+                                 "loss, the inputs and the initialisation)")
         if loss is None:
             loss = torch.zeros((), device="meta")
         self.add(LOSS, kind="loss", target="loss", value=loss, inputs=[])

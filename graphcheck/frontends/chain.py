@@ -122,7 +122,7 @@ def _trace(subject: Subject, frontends, progress) -> tuple[dict, tuple]:
                 continue
             notes = skipped + [f"{f} ({d}) frontend did not work: {e}" for f, d, e in failures]
             fields = dict(graph=builder.graph, parameters=table.canonical, frontend=frontend, device=device,
-                          notes=tuple(notes), loss_source=builder.loss_source,
+                          notes=tuple(notes), loss_source=builder.loss_source, warnings=tuple(builder.warnings),
                           module_types=_module_types(model))
             return fields, tuple(builder.inputs)
     if not failures:
