@@ -73,7 +73,7 @@ def _context():
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(worker.PRELOAD)
+        context.set_forkserver_preload(worker.preload())
     quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
     previous = os.environ.get("PYTHONWARNINGS")
     os.environ["PYTHONWARNINGS"] = f"{previous},{quiet}" if previous else quiet

@@ -31,8 +31,16 @@ from typing import Any
 
 from graphcheck import phases
 
-# What the forkserver imports once, so each worker starts without paying torch's import.
+# What the forkserver imports once, so each worker starts without paying torch's import. A repository
+# of library models can add modules with GRAPHCHECK_PRELOAD (comma separated, e.g. "transformers"):
+# a worker forked after that import does not pay it again for every target.
 PRELOAD = ["torch", "graphcheck.checker", "graphcheck.verify", "graphcheck.drawing"]
+
+
+def preload() -> list[str]:
+    """The modules the forkserver imports: :data:`PRELOAD` and those named in ``GRAPHCHECK_PRELOAD``."""
+    extra = [name.strip() for name in os.environ.get("GRAPHCHECK_PRELOAD", "").split(",") if name.strip()]
+    return PRELOAD + [name for name in extra if name not in PRELOAD]
 
 STACK_SIGNAL = signal.SIGUSR1   # the supervisor asks for the Python stack before a timeout kill
 

@@ -20,8 +20,14 @@ MODELS = Path(__file__).with_name("hostile_models.py")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _env(**extra) -> dict:
+    """The environment of a user's CI: no test-only preloading of transformers."""
+    env = {key: value for key, value in os.environ.items() if key != "GRAPHCHECK_PRELOAD"}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
 def _graphcheck(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = _env()
     return subprocess.run([sys.executable, "-m", "graphcheck", *args, "--no-config"], capture_output=True,
                           text=True, timeout=timeout, cwd=cwd or ROOT, env=env, stdin=subprocess.PIPE)
 
@@ -89,7 +95,7 @@ def test_a_child_process_the_model_starts_is_ended_with_the_worker():
 def test_timeout_zero_turns_it_off_and_a_config_timeout_applies(tmp_path):
     config = tmp_path / "pyproject.toml"
     config.write_text(f'[tool.graphcheck]\ntimeout = 2\ntargets = ["{MODELS}:hangs_in_forward"]\n')
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = _env()
     run = subprocess.run([sys.executable, "-m", "graphcheck"], capture_output=True, text=True, timeout=120,
                          cwd=tmp_path, env=env)
     assert run.returncode == 2 and "timed out after 2 s" in run.stdout, run.stdout + run.stderr
@@ -129,7 +135,7 @@ def test_help_imports_no_torch_and_the_parent_never_does():
             "try:\n    cli.cli(prog_name='graphcheck')\nexcept SystemExit:\n    pass\n"
             "print('TORCH' if any(m == 'torch' for m in sys.modules) else 'NO-TORCH', file=sys.stderr)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+                         env=_env(), cwd=ROOT)
     assert "NO-TORCH" in run.stderr, run.stderr
 
 
@@ -137,7 +143,7 @@ def test_ctrl_c_stops_the_workers_and_exits_2_interrupted(tmp_path):
     import signal
     import time
     pid_file = tmp_path / "worker.pid"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOSTILE_PID_FILE": str(pid_file)}
+    env = _env(HOSTILE_PID_FILE=str(pid_file))
     process = subprocess.Popen([sys.executable, "-m", "graphcheck", f"{MODELS}:hangs_in_forward", "--timeout", "0",
                                 "--no-config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                cwd=ROOT)
